@@ -1,0 +1,1 @@
+"""reenact: keypoint-driven face reenactment training."""

@@ -1,0 +1,101 @@
+"""Python API: load a trained checkpoint and run it.
+
+    import reenact
+    model = reenact.load_pretrained("logs/train/runs/<run>/checkpoints/last.ckpt", device="cpu")
+    out = model.reconstruct(source, driving)          # tensors (B, 3, H, W) in [0, 1]
+    frames = model.animate(source_image, driving_frames, relative=True)   # (T, 3, H, W)
+
+Checkpoints are read with ``torch.load(weights_only=True)``: a checkpoint is data, never code. The network is
+rebuilt from the model config stored in the checkpoint by the training task.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+NETWORK_PREFIX = "network."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not match the requested model (one-line message)."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path / "last.ckpt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and weights-only errors all mean "not a checkpoint we can read"
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a reenact checkpoint (no 'state_dict')")
+    return checkpoint
+
+
+def network_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {k[len(NETWORK_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(NETWORK_PREFIX)}
+
+
+def load_network_weights(network: nn.Module, path: str | Path) -> None:
+    """Fill ``network`` from a checkpoint's network weights; a mismatch lists the missing and unexpected keys."""
+    state = network_state_dict(read_checkpoint(path))
+    result = network.load_state_dict(state, strict=False)
+    shape_errors = [k for k, v in network.state_dict().items() if k in state and state[k].shape != v.shape]
+    if result.missing_keys or result.unexpected_keys or shape_errors:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the model: missing {result.missing_keys[:8]}, "
+            f"unexpected {result.unexpected_keys[:8]}, wrong shape {shape_errors[:8]}"
+        )
+
+
+class PretrainedModel:
+    """A trained network in eval mode with the two operations users need: reconstruct and animate."""
+
+    def __init__(self, network: nn.Module, frame_size: int, device: torch.device, config: dict[str, Any]) -> None:
+        self.network = network.eval().to(device)
+        self.frame_size = frame_size
+        self.device = device
+        self.config = config
+        self.family: str = getattr(network, "family", "unknown")
+
+    @torch.no_grad()
+    def reconstruct(self, source: torch.Tensor, driving: torch.Tensor) -> dict[str, Any]:
+        """source, driving: (B, 3, H, W) in [0, 1] -> dict with prediction, kp_source, kp_driving, deformation, ..."""
+        return self.network(source.to(self.device), driving.to(self.device))
+
+    @torch.no_grad()
+    def animate(
+        self,
+        source_image: torch.Tensor,
+        driving_frames: torch.Tensor,
+        relative: bool = True,
+        adapt_movement_scale: bool = False,
+        batch_size: int = 16,
+    ) -> torch.Tensor:
+        """Drive one source image (3, H, W) with frames (T, 3, H, W); returns (T, 3, H, W) in [0, 1]."""
+        from reenact.animation.motion import animate_frames
+
+        return animate_frames(self.network, source_image.to(self.device), driving_frames, relative=relative,
+                              adapt_movement_scale=adapt_movement_scale, batch_size=batch_size)
+
+
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> PretrainedModel:
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint.get("reenact") or {}
+    model_config = meta.get("model_config")
+    if not model_config or "network" not in model_config:
+        raise CheckpointError(f"{path} has no stored model config; was it written by reenact's train.py?")
+    network = instantiate(OmegaConf.create(model_config["network"]))
+    load_network_weights(network, path)
+    data_config = meta.get("data_config") or {}
+    frame_size = int(data_config.get("frame_size", 256))
+    return PretrainedModel(network, frame_size, torch.device(device), model_config)

@@ -1,0 +1,459 @@
+"""Video I/O on PyAV: probing, random frame access, streaming decode and atomic H.264 writing.
+
+A "video" is either a container file (``.mp4`` and friends) or a *frame folder*: a directory of
+numbered ``.png``/``.jpg`` frames, usually named like a clip (``id#clip.mp4/0000000.png``) as FOMM's
+video-preprocessing writes them. Every function here accepts both.
+
+Random access (:func:`read_frames`) never decodes a whole video: a per-process cache holds each
+file's frame index (presentation timestamps and keyframes, built once by demuxing packets without
+decoding), so a request seeks straight to the keyframe before the wanted frame and decodes at most
+one GOP forward. :func:`write_video` uses a short GOP (8 frames) so that this stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".gif"})
+FRAME_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+FRAME_FOLDER_FPS = 25.0  # frame folders carry no rate; FOMM's preprocessing resamples to 25 fps
+# Decoding a handful of frames after a seek: frame threading only adds latency (it must fill its
+# pipeline before the first frame comes out), so random access decodes on the calling thread.
+RANDOM_ACCESS_THREAD_TYPE = "SLICE"
+STREAM_THREAD_TYPE = "AUTO"
+_INDEX_CACHE_SIZE = 4096
+
+
+class VideoError(Exception):
+    """A file or folder that cannot be read as a video; the message names it and says why."""
+
+
+@dataclass
+class VideoInfo:
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    has_audio: bool
+
+
+def _error(path: str | Path, reason: object) -> VideoError:
+    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
+    return VideoError(f"corrupt or unreadable video: {path} ({text})")
+
+
+def is_frame_folder(path: str | Path) -> bool:
+    return Path(path).is_dir()
+
+
+def _natural_key(name: str) -> list[object]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def list_frame_files(folder: str | Path) -> list[Path]:
+    """The frames of a frame folder in numeric order; raises VideoError when there are none."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith(".")]
+    if not files:
+        raise _error(folder, "folder holds no .png/.jpg frames")
+    return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def _load_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise _error(path, exc) from exc
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.exists():
+        raise _error(path, "no such file")
+    if path.stat().st_size == 0:
+        raise _error(path, "empty file")
+    try:
+        container = av.open(str(path), mode="r")
+    except Exception as exc:  # PyAV raises many FFmpegError subclasses; all mean "unreadable"
+        raise _error(path, exc) from exc
+    if not container.streams.video:
+        container.close()
+        raise _error(path, "no video stream")
+    return container
+
+
+def _stream_fps(stream: av.video.stream.VideoStream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else FRAME_FOLDER_FPS
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame count, rate, size and audio presence; decodes the first frame to prove the file is readable.
+
+    The frame count is exact: when the container does not record it, every frame is decoded and counted.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = list_frame_files(path)
+        height, width = _load_image(files[0]).shape[:2]
+        return VideoInfo(len(files), FRAME_FOLDER_FPS, width, height, False)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        try:
+            first = next(container.decode(stream), None)
+        except Exception as exc:
+            raise _error(path, exc) from exc
+        if first is None:
+            raise _error(path, "no decodable frames")
+        num_frames = int(stream.frames or 0)
+        if num_frames <= 0:
+            num_frames = _decode_count(container, stream, path)
+        return VideoInfo(num_frames, _stream_fps(stream), first.width, first.height, bool(container.streams.audio))
+    finally:
+        container.close()
+
+
+def _decode_count(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path) -> int:
+    try:
+        container.seek(0, backward=True, any_frame=False, stream=stream)
+        return sum(1 for _ in container.decode(stream))
+    except Exception as exc:
+        raise _error(path, exc) from exc
+
+
+@dataclass(frozen=True)
+class _FrameIndex:
+    pts: np.ndarray  # (N,) presentation timestamps in frame order
+    key_pts: np.ndarray  # (K,) keyframe presentation timestamps, ascending
+    key_dts: np.ndarray  # (K,) decode timestamps of the same keyframes: where a seek lands
+    pts_to_frame: dict[int, int]
+
+
+_index_cache: OrderedDict[tuple[str, int, int], _FrameIndex | None] = OrderedDict()
+
+
+def _frame_index(path: Path, container: av.container.InputContainer) -> _FrameIndex | None:
+    """Demux (no decode) once per file version; None when timestamps cannot be trusted for seeking."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key in _index_cache:
+        _index_cache.move_to_end(key)
+        return _index_cache[key]
+    stream = container.streams.video[0]
+    pts: list[int] = []
+    keys: list[tuple[int, int]] = []
+    usable = True
+    for packet in container.demux(stream):
+        if packet.size == 0:
+            continue  # the end-of-stream flush packet
+        if packet.pts is None:
+            usable = False
+            break
+        pts.append(packet.pts)
+        if packet.is_keyframe:
+            keys.append((packet.pts, packet.dts if packet.dts is not None else packet.pts))
+    index = None
+    if usable and pts and keys and len(set(pts)) == len(pts):
+        order = np.sort(np.asarray(pts, dtype=np.int64))
+        keys.sort()
+        index = _FrameIndex(
+            pts=order,
+            key_pts=np.asarray([k[0] for k in keys], dtype=np.int64),
+            key_dts=np.asarray([k[1] for k in keys], dtype=np.int64),
+            pts_to_frame={int(p): i for i, p in enumerate(order)},
+        )
+    _index_cache[key] = index
+    if len(_index_cache) > _INDEX_CACHE_SIZE:
+        _index_cache.popitem(last=False)
+    return index
+
+
+def _read_by_index(
+    container: av.container.InputContainer, index: _FrameIndex, wanted: list[int], path: Path
+) -> dict[int, np.ndarray]:
+    """Decode the sorted unique frame numbers in `wanted`, seeking whenever a keyframe lies ahead."""
+    stream = container.streams.video[0]
+    found: dict[int, np.ndarray] = {}
+    frames: Iterator[av.VideoFrame] | None = None
+    last_pts: int | None = None
+    for target in wanted:
+        target_pts = int(index.pts[target])
+        key = int(np.searchsorted(index.key_pts, target_pts, side="right")) - 1
+        key = max(key, 0)
+        for attempt_key in range(key, -2, -1):  # on overshoot, fall back to earlier keyframes, then 0
+            must_seek = frames is None or last_pts is None or last_pts >= target_pts
+            must_seek = must_seek or int(index.key_pts[attempt_key]) > last_pts
+            if attempt_key != key or must_seek:
+                seek_to = int(index.key_dts[attempt_key]) if attempt_key >= 0 else 0
+                container.seek(seek_to, backward=True, any_frame=False, stream=stream)
+                frames = container.decode(stream)
+                last_pts = None
+            status = "missing"
+            for frame in frames:
+                if frame.pts is None:
+                    continue
+                last_pts = int(frame.pts)
+                if last_pts == target_pts:
+                    found[target] = frame.to_ndarray(format="rgb24")
+                    status = "found"
+                    break
+                if last_pts > target_pts:
+                    status = "overshoot"
+                    break
+            if status == "found":
+                break
+            if status == "missing":
+                raise _error(path, f"frame {target} could not be decoded (file truncated?)")
+        else:
+            raise _error(path, f"frame {target} could not be reached by seeking")
+    return found
+
+
+def _read_sequential(container: av.container.InputContainer, wanted: list[int]) -> dict[int, np.ndarray]:
+    stream = container.streams.video[0]
+    stream.thread_type = STREAM_THREAD_TYPE
+    targets = set(wanted)
+    found: dict[int, np.ndarray] = {}
+    for number, frame in enumerate(container.decode(stream)):
+        if number in targets:
+            found[number] = frame.to_ndarray(format="rgb24")
+            if len(found) == len(targets):
+                break
+    return found
+
+
+def read_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
+    """Frames `indices` (any order, repeats allowed) as (N, H, W, 3) uint8, decoding as little as possible."""
+    path = Path(path)
+    requested = [int(i) for i in indices]
+    if path.is_dir():
+        files = list_frame_files(path)
+        _check_range(path, requested, len(files))
+        cache = {i: _load_image(files[i]) for i in sorted(set(requested))}
+        return _stack(path, [cache[i] for i in requested])
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = RANDOM_ACCESS_THREAD_TYPE
+        wanted = sorted(set(requested))
+        try:
+            index = _frame_index(path, container)
+            count = len(index.pts) if index is not None else int(stream.frames or 0)
+            if count > 0:
+                _check_range(path, requested, count)
+            if index is not None:
+                found = _read_by_index(container, index, wanted, path)
+            else:
+                container.seek(0, backward=True, any_frame=False, stream=stream)
+                found = _read_sequential(container, wanted)
+        except VideoError:
+            raise
+        except Exception as exc:
+            raise _error(path, exc) from exc
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise _error(path, f"frames {missing[:5]} could not be decoded")
+        return _stack(path, [found[i] for i in requested])
+    finally:
+        container.close()
+
+
+def _check_range(path: Path, requested: list[int], count: int) -> None:
+    bad = [i for i in requested if i < 0 or i >= count]
+    if bad:
+        raise IndexError(f"frame index {bad[0]} out of range for {path} with {count} frames")
+
+
+def _stack(path: Path, frames: list[np.ndarray]) -> np.ndarray:
+    if not frames:
+        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+    if len({f.shape for f in frames}) > 1:
+        raise _error(path, f"frames have different sizes {sorted({f.shape for f in frames})}")
+    return np.stack(frames)
+
+
+def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Every frame in order as (H, W, 3) uint8, decoded in a stream (threaded)."""
+    path = Path(path)
+    if path.is_dir():
+        for file in list_frame_files(path):
+            yield _load_image(file)
+        return
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = STREAM_THREAD_TYPE
+        try:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+        except Exception as exc:
+            raise _error(path, exc) from exc
+    finally:
+        container.close()
+
+
+def read_video(path: str | Path, max_frames: int | None = None) -> np.ndarray:
+    """The first `max_frames` frames (all when None) as (T, H, W, 3) uint8."""
+    frames: list[np.ndarray] = []
+    for frame in iter_frames(path):
+        if max_frames is not None and len(frames) >= max_frames:
+            break
+        frames.append(frame)
+    if not frames:
+        raise _error(path, "no decodable frames")
+    return _stack(Path(path), frames)
+
+
+def _temporary_sibling(path: Path) -> Path:
+    # A leading dot keeps half-written outputs out of dataset listings.
+    return path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def _check_frame(frame: np.ndarray, shape: tuple[int, ...] | None, path: Path) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frames for {path} must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+    if shape is not None and frame.shape != shape:
+        raise ValueError(f"frame of shape {frame.shape} differs from the first frame {shape} in {path}")
+    if shape is None and (frame.shape[0] % 2 or frame.shape[1] % 2):
+        raise ValueError(f"H.264 yuv420p needs an even frame size, got {frame.shape[1]}x{frame.shape[0]} for {path}")
+    return np.ascontiguousarray(frame)
+
+
+def write_video(
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    *,
+    keyframe_interval: int = 8,
+    crf: int = 18,
+    audio_source: str | Path | None = None,
+    audio_start_s: float = 0.0,
+    preset: str = "veryfast",
+) -> int:
+    """Write H.264 (libx264, yuv420p) mp4 atomically; returns the number of frames written.
+
+    keyframe_interval: GOP length; a random read decodes at most this many frames.
+    audio_source: a video/audio file whose first audio stream is cut at `audio_start_s` to the video's
+    length and encoded as AAC into the output.
+    """
+    path = Path(path)
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps} for {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_sibling(path)
+    rate = Fraction(fps).limit_denominator(1001)
+    written = 0
+    try:
+        with av.open(str(temporary), mode="w", format="mp4") as output:
+            stream = output.add_stream("libx264", rate=rate)
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.gop_size = keyframe_interval
+            stream.options = {"crf": str(crf), "preset": preset, "tune": "fastdecode", "bf": "0"}
+            shape = None
+            for frame in frames:
+                frame = _check_frame(frame, shape, path)
+                if shape is None:
+                    shape = frame.shape
+                    stream.height, stream.width = shape[0], shape[1]
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    output.mux(packet)
+                written += 1
+            if written == 0:
+                raise ValueError(f"no frames given to write {path}")
+            for packet in stream.encode():
+                output.mux(packet)
+            if audio_source is not None:
+                _mux_audio(output, Path(audio_source), audio_start_s, written / float(rate))
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return written
+
+
+def _mux_audio(output: av.container.OutputContainer, source: Path, start_s: float, duration_s: float) -> None:
+    """Append `source`'s first audio stream, from `start_s` for `duration_s`, as AAC at the source rate."""
+    with av.open(str(source), mode="r") as inp:
+        if not inp.streams.audio:
+            log.warning("audio source %s has no audio stream; writing %s without audio", source, output.name)
+            return
+        audio_in = inp.streams.audio[0]
+        rate = int(audio_in.codec_context.sample_rate)
+        layout = audio_in.codec_context.layout.name
+        audio_out = output.add_stream("aac", rate=rate)
+        audio_out.layout = layout
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        first, end = round(start_s * rate), round((start_s + duration_s) * rate)
+        if start_s > 0:
+            inp.seek(int(start_s / audio_in.time_base), backward=True, any_frame=False, stream=audio_in)
+        written = 0
+        for decoded in inp.decode(audio_in):
+            if decoded.pts is None:
+                continue
+            begin = round(float(decoded.pts * audio_in.time_base) * rate)
+            if begin >= end:
+                break
+            for chunk in resampler.resample(decoded):
+                samples = chunk.to_ndarray()  # (channels, n) planar float
+                lo, hi = max(first - begin, 0), min(end - begin, samples.shape[1])
+                begin += samples.shape[1]
+                if hi <= lo:
+                    continue
+                piece = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, lo:hi]), format="fltp", layout=layout)
+                piece.sample_rate, piece.pts, piece.time_base = rate, written, Fraction(1, rate)
+                written += hi - lo
+                for packet in audio_out.encode(piece):
+                    output.mux(packet)
+        for packet in audio_out.encode():
+            output.mux(packet)
+
+
+def write_frame_folder(path: str | Path, frames: Iterable[np.ndarray]) -> int:
+    """Write numbered PNG frames (0000000.png, ...) into folder `path` atomically; returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_sibling(path)
+    written = 0
+    try:
+        temporary.mkdir()
+        shape = None
+        for frame in frames:
+            frame = np.asarray(frame)
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise ValueError(f"frames for {path} must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+            if shape is not None and frame.shape != shape:
+                raise ValueError(f"frame of shape {frame.shape} differs from the first frame {shape} in {path}")
+            shape = frame.shape
+            Image.fromarray(frame).save(temporary / f"{written:07d}.png", compress_level=1)
+            written += 1
+        if written == 0:
+            raise ValueError(f"no frames given to write {path}")
+        if path.exists():
+            # Swap in two renames so a reader never sees a folder with a mix of old and new frames.
+            previous = _temporary_sibling(path)
+            os.replace(path, previous)
+            os.replace(temporary, path)
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary, ignore_errors=True)
+    return written

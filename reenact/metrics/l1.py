@@ -1,0 +1,42 @@
+"""L1: mean absolute error between prediction and ground truth on [0, 1] frames.
+
+This is FOMM's reconstruction "L1" (reconstruction.py): |prediction - target| averaged over pixels and
+channels of each frame, then over all frames of all videos (frame-weighted, not video-weighted).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from reenact.metrics.backends import describe
+from reenact.metrics.frames import FrameSequence, check_same_length
+
+
+def l1_per_frame(
+    prediction: torch.Tensor | np.ndarray | FrameSequence,
+    target: torch.Tensor | np.ndarray | FrameSequence,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> torch.Tensor:
+    """Per-frame mean absolute error, (T,) float32 on the CPU."""
+    prediction, target = FrameSequence.wrap(prediction), FrameSequence.wrap(target)
+    check_same_length(prediction, target)
+    values = []
+    for start in range(0, len(prediction), batch_size):
+        stop = min(start + batch_size, len(prediction))
+        diff = prediction.float_chunk(start, stop, device) - target.float_chunk(start, stop, device)
+        values.append(diff.abs().mean(dim=(1, 2, 3)).cpu())  # (n,)
+    return torch.cat(values) if values else torch.zeros(0)
+
+
+def l1_distance(
+    prediction: torch.Tensor | np.ndarray | FrameSequence,
+    target: torch.Tensor | np.ndarray | FrameSequence,
+) -> float:
+    """Mean absolute error over all frames (the L1 of FOMM's Table 1)."""
+    return float(l1_per_frame(prediction, target).mean())
+
+
+def l1_backend() -> dict[str, object]:
+    return describe("torch", "torch", definition="mean |prediction - target| on [0, 1] frames")

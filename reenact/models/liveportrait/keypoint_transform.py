@@ -1,0 +1,80 @@
+"""Implicit-keypoint transform of a LivePortrait-style model (the paper's Eqn. 2).
+
+    x = s * (x_c @ R + delta) + t,   t_z = 0
+
+x_c: canonical keypoints (B, K, 3) from M; R: the *transposed* rotation matrix (B, 3, 3) so that keypoints
+are row vectors multiplied on the right; delta: expression deformation (B, K, 3); s: scale (B, 1);
+t: translation (B, 3) of which only (t_x, t_y) is added. Head-pose angles come from 66-bin classifiers:
+degrees = 3 * E_softmax[bin index] - 97.5 (i.e. bins of 3 degrees centred on 0, range about +-97.5).
+The rotation is Rz(roll) @ Ry(yaw) @ Rx(pitch), returned transposed, as the released weights expect.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+BIN_WIDTH_DEGREES = 3.0
+
+
+def bins_to_degrees(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax expectation over angle bins; (B, num_bins) logits -> (B,) degrees.
+
+    The offset centres the bins on 0: (num_bins - 1) / 2 * 3, which is 97.5 for 66 bins.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"bins_to_degrees: expected (B, num_bins) logits, got {tuple(logits.shape)}")
+    num_bins = logits.shape[1]
+    idx = torch.arange(num_bins, dtype=logits.dtype, device=logits.device)
+    expected_bin = (F.softmax(logits, dim=1) * idx).sum(dim=1)  # (B,)
+    return (expected_bin - (num_bins - 1) / 2) * BIN_WIDTH_DEGREES
+
+
+def rotation_matrix(pitch: torch.Tensor, yaw: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
+    """Transposed head rotation from angles in degrees; each (B,) -> (B, 3, 3) equal to (Rz Ry Rx)^T.
+
+    pitch turns about x, yaw about y, roll about z. Multiplying row-vector keypoints on the right by the
+    returned matrix applies Rz Ry Rx to them as column vectors.
+    """
+    x, y, z = (a.reshape(-1) * (math.pi / 180.0) for a in (pitch, yaw, roll))
+    one, zero = torch.ones_like(x), torch.zeros_like(x)
+    rot_x = torch.stack([one, zero, zero,
+                         zero, x.cos(), -x.sin(),
+                         zero, x.sin(), x.cos()], dim=1).view(-1, 3, 3)
+    rot_y = torch.stack([y.cos(), zero, y.sin(),
+                         zero, one, zero,
+                         -y.sin(), zero, y.cos()], dim=1).view(-1, 3, 3)
+    rot_z = torch.stack([z.cos(), -z.sin(), zero,
+                         z.sin(), z.cos(), zero,
+                         zero, zero, one], dim=1).view(-1, 3, 3)
+    return (rot_z @ rot_y @ rot_x).transpose(1, 2)
+
+
+def transform_keypoints(kp_canonical: torch.Tensor, rotation: torch.Tensor, exp: torch.Tensor,
+                        scale: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x = s * (x_c @ R + delta) + (t_x, t_y, 0).
+
+    kp_canonical, exp: (B, K, 3); rotation: (B, 3, 3) from :func:`rotation_matrix`; scale: (B, 1);
+    t: (B, 3). Returns (B, K, 3). t_z is ignored because depth translation is not observable in one image.
+    """
+    if kp_canonical.shape != exp.shape or kp_canonical.dim() != 3 or kp_canonical.shape[-1] != 3:
+        raise ValueError(f"transform_keypoints: kp_canonical {tuple(kp_canonical.shape)} and exp "
+                         f"{tuple(exp.shape)} must both be (B, K, 3)")
+    out = (kp_canonical @ rotation + exp) * scale.view(-1, 1, 1)  # (B, K, 3)
+    shift = torch.cat([t[:, :2], torch.zeros_like(t[:, 2:3])], dim=1)  # (B, 3) with t_z = 0
+    return out + shift.unsqueeze(1)
+
+
+def motion_to_keypoints(motion: dict[str, torch.Tensor],
+                        kp_canonical: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Add ``rotation`` (B, 3, 3) and ``value`` (B, K, 3) transformed keypoints to a motion dict from M.
+
+    ``kp_canonical`` replaces the dict's own canonical keypoints when given (face-vid2vid's training
+    convention: the driving pose and expression applied to the *source's* canonical keypoints).
+    """
+    canonical = motion["kp_canonical"] if kp_canonical is None else kp_canonical
+    rotation = rotation_matrix(motion["pitch"], motion["yaw"], motion["roll"])
+    value = transform_keypoints(canonical, rotation, motion["exp"], motion["scale"], motion["t"])
+    return {**motion, "rotation": rotation, "value": value}
