@@ -1,4 +1,4 @@
-"""Behaviour of the FOMM networks: keypoints, identity motion, exact reference sizes, D, gradients, animation."""
+"""FOMM networks: keypoints, identity motion, exact reference sizes, D, gradients, animation."""
 
 from __future__ import annotations
 
@@ -31,8 +31,14 @@ def small_dense_motion(**overrides: object) -> DenseMotionNetwork:
 
 
 def small_generator() -> OcclusionAwareGenerator:
-    return OcclusionAwareGenerator(num_kp=K, block_expansion=16, max_features=128, num_down_blocks=2,
-                                   num_bottleneck_blocks=2, dense_motion=small_dense_motion())
+    return OcclusionAwareGenerator(
+        num_kp=K,
+        block_expansion=16,
+        max_features=128,
+        num_down_blocks=2,
+        num_bottleneck_blocks=2,
+        dense_motion=small_dense_motion(),
+    )
 
 
 def small_model() -> FirstOrderMotionModel:
@@ -92,14 +98,17 @@ def test_sparse_motions_follow_the_first_order_formula() -> None:
     torch.testing.assert_close(motions[:, 0], grid.expand(2, 16, 16, 2))  # background part is the identity
     k, z = 3, grid[5, 7]  # one keypoint, one pixel
     jacobian = kp_source["jacobian"][:, k] @ torch.linalg.inv(kp_driving["jacobian"][:, k])  # (B, 2, 2)
-    expected = kp_source["value"][:, k] + (jacobian @ (z - kp_driving["value"][:, k]).unsqueeze(-1)).squeeze(-1)
+    expected = kp_source["value"][:, k] + (jacobian @ (z - kp_driving["value"][:, k]).unsqueeze(-1)).squeeze(
+        -1
+    )
     torch.testing.assert_close(motions[:, k + 1, 5, 7], expected, atol=1e-5, rtol=0)
     # zero-order motion without Jacobians: a pure translation by kp_s - kp_d
-    motions0 = dense_motion.create_sparse_motions((16, 16), random_kp(2, False) | kp_driving, kp_source)
-    no_jac = dense_motion.create_sparse_motions((16, 16), {"value": kp_driving["value"]},
-                                                {"value": kp_source["value"]})
-    torch.testing.assert_close(motions0, motions)
-    torch.testing.assert_close(no_jac[:, k + 1, 5, 7], z + kp_source["value"][:, k] - kp_driving["value"][:, k])
+    no_jac = dense_motion.create_sparse_motions(
+        (16, 16), {"value": kp_driving["value"]}, {"value": kp_source["value"]}
+    )
+    torch.testing.assert_close(
+        no_jac[:, k + 1, 5, 7], z + kp_source["value"][:, k] - kp_driving["value"][:, k]
+    )
 
 
 def test_equal_keypoints_give_the_identity_deformation_and_deformed_equals_source() -> None:
@@ -140,15 +149,29 @@ def test_fomm_output_shapes_at_64() -> None:
 
 
 def test_vox256_parameter_counts_are_exact() -> None:
-    detector = KPDetector(num_kp=10, block_expansion=32, max_features=1024, num_blocks=5, temperature=0.1,
-                          estimate_jacobian=True, scale_factor=0.25)
-    dense_motion = DenseMotionNetwork(block_expansion=64, max_features=1024, num_blocks=5, scale_factor=0.25,
-                                      num_kp=10)
-    generator = OcclusionAwareGenerator(block_expansion=64, max_features=512, num_down_blocks=2,
-                                        num_bottleneck_blocks=6, estimate_occlusion_map=True,
-                                        dense_motion=dense_motion)
-    discriminator = MultiScaleDiscriminator(scales=[1], block_expansion=32, max_features=512, num_blocks=4,
-                                            sn=True, use_kp=False)
+    detector = KPDetector(
+        num_kp=10,
+        block_expansion=32,
+        max_features=1024,
+        num_blocks=5,
+        temperature=0.1,
+        estimate_jacobian=True,
+        scale_factor=0.25,
+    )
+    dense_motion = DenseMotionNetwork(
+        block_expansion=64, max_features=1024, num_blocks=5, scale_factor=0.25, num_kp=10
+    )
+    generator = OcclusionAwareGenerator(
+        block_expansion=64,
+        max_features=512,
+        num_down_blocks=2,
+        num_bottleneck_blocks=6,
+        estimate_occlusion_map=True,
+        dense_motion=dense_motion,
+    )
+    discriminator = MultiScaleDiscriminator(
+        scales=[1], block_expansion=32, max_features=512, num_blocks=4, sn=True, use_kp=False
+    )
     assert num_params(detector) == 14_215_368
     assert num_params(dense_motion) == 37_730_268
     assert num_params(generator) == 45_575_391
@@ -156,8 +179,9 @@ def test_vox256_parameter_counts_are_exact() -> None:
 
 
 def test_discriminator_with_keypoints_and_spectral_norm() -> None:
-    disc = MultiScaleDiscriminator(scales=[1.0, 0.5], block_expansion=8, max_features=64, num_blocks=3,
-                                   sn=True, use_kp=True, num_kp=K)
+    disc = MultiScaleDiscriminator(
+        scales=[1.0, 0.5], block_expansion=8, max_features=64, num_blocks=3, sn=True, use_kp=True, num_kp=K
+    )
     image = torch.rand(2, 3, SIZE, SIZE)
     kp = random_kp(2)["value"].requires_grad_()
     outputs = disc(image, kp)
@@ -211,19 +235,27 @@ def test_gradients_reach_detector_and_generator_and_loss_falls() -> None:
     assert min(losses[-3:]) < 0.8 * losses[0]  # BatchNorm at batch 2 makes single steps noisy
 
 
-def test_jacobian_inverse_stays_float32_under_autocast() -> None:
+def test_keypoints_and_motions_stay_float32_under_autocast() -> None:
     jac = torch.eye(2) + 0.3 * torch.randn(4, K, 2, 2)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         inv = inverse_2x2(jac.bfloat16())
         motions = small_dense_motion().create_sparse_motions((8, 8), random_kp(1), random_kp(1))
+        kp = small_kp_detector()(torch.rand(2, 3, SIZE, SIZE))
     assert inv.dtype == torch.float32 and motions.dtype == torch.float32
+    assert kp["value"].dtype == torch.float32 and kp["jacobian"].dtype == torch.float32
     torch.testing.assert_close(inverse_2x2(jac), torch.linalg.inv(jac), atol=1e-5, rtol=1e-5)
 
 
 def test_normalize_kp_relative_motion() -> None:
     kp_source, kp_driving = random_kp(2), random_kp(2)
-    same = normalize_kp(kp_source, kp_driving, kp_driving, adapt_movement_scale=True,
-                        use_relative_movement=True, use_relative_jacobian=True)
+    same = normalize_kp(
+        kp_source,
+        kp_driving,
+        kp_driving,
+        adapt_movement_scale=True,
+        use_relative_movement=True,
+        use_relative_jacobian=True,
+    )
     torch.testing.assert_close(same["value"], kp_source["value"], atol=0, rtol=0)
     torch.testing.assert_close(same["jacobian"], kp_source["jacobian"], atol=1e-5, rtol=1e-5)
     # movement is copied; with adapt_movement_scale it scales by sqrt(hull area ratio) = 2 here

@@ -262,7 +262,7 @@ def read_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
             else:
                 container.seek(0, backward=True, any_frame=False, stream=stream)
                 found = _read_sequential(container, wanted)
-        except VideoError:
+        except (VideoError, IndexError):
             raise
         except Exception as exc:
             raise _error(path, exc) from exc
@@ -360,12 +360,14 @@ def write_video(
     temporary = _temporary_sibling(path)
     rate = Fraction(fps).limit_denominator(1001)
     written = 0
+    audio = None
     try:
         with av.open(str(temporary), mode="w", format="mp4") as output:
             stream = output.add_stream("libx264", rate=rate)
             stream.pix_fmt = "yuv420p"
             stream.codec_context.gop_size = keyframe_interval
             stream.options = {"crf": str(crf), "preset": preset, "tune": "fastdecode", "bf": "0"}
+            audio = _add_audio_stream(output, Path(audio_source), path) if audio_source is not None else None
             shape = None
             for frame in frames:
                 frame = _check_frame(frame, shape, path)
@@ -379,50 +381,68 @@ def write_video(
                 raise ValueError(f"no frames given to write {path}")
             for packet in stream.encode():
                 output.mux(packet)
-            if audio_source is not None:
-                _mux_audio(output, Path(audio_source), audio_start_s, written / float(rate))
+            if audio is not None:
+                _copy_audio(output, audio[0], audio[1], audio_start_s, written / float(rate))
         os.replace(temporary, path)
     finally:
+        if audio is not None:
+            audio[0].close()
         if temporary.exists():
             temporary.unlink()
     return written
 
 
-def _mux_audio(output: av.container.OutputContainer, source: Path, start_s: float, duration_s: float) -> None:
-    """Append `source`'s first audio stream, from `start_s` for `duration_s`, as AAC at the source rate."""
-    with av.open(str(source), mode="r") as inp:
-        if not inp.streams.audio:
-            log.warning("audio source %s has no audio stream; writing %s without audio", source, output.name)
-            return
-        audio_in = inp.streams.audio[0]
-        rate = int(audio_in.codec_context.sample_rate)
-        layout = audio_in.codec_context.layout.name
-        audio_out = output.add_stream("aac", rate=rate)
-        audio_out.layout = layout
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-        first, end = round(start_s * rate), round((start_s + duration_s) * rate)
-        if start_s > 0:
-            inp.seek(int(start_s / audio_in.time_base), backward=True, any_frame=False, stream=audio_in)
-        written = 0
-        for decoded in inp.decode(audio_in):
-            if decoded.pts is None:
+def _add_audio_stream(
+    output: av.container.OutputContainer, source: Path, target: Path
+) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream] | None:
+    """Open `source` and add a matching AAC stream to `output` (streams must exist before muxing starts)."""
+    try:
+        inp = av.open(str(source), mode="r")
+    except Exception as exc:
+        raise _error(source, exc) from exc
+    if not inp.streams.audio:
+        inp.close()
+        log.warning("audio source %s has no audio stream; writing %s without audio", source, target)
+        return None
+    audio_out = output.add_stream("aac", rate=int(inp.streams.audio[0].codec_context.sample_rate))
+    audio_out.layout = inp.streams.audio[0].codec_context.layout.name
+    return inp, audio_out
+
+
+def _copy_audio(
+    output: av.container.OutputContainer,
+    inp: av.container.InputContainer,
+    audio_out: av.audio.stream.AudioStream,
+    start_s: float,
+    duration_s: float,
+) -> None:
+    """Encode the input's first audio stream from `start_s` for `duration_s`, cut to the sample."""
+    audio_in = inp.streams.audio[0]
+    rate, layout = audio_out.codec_context.sample_rate, audio_out.codec_context.layout.name
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+    first, end = round(start_s * rate), round((start_s + duration_s) * rate)
+    if start_s > 0:
+        inp.seek(int(start_s / audio_in.time_base), backward=True, any_frame=False, stream=audio_in)
+    written = 0
+    for decoded in inp.decode(audio_in):
+        if decoded.pts is None:
+            continue
+        begin = round(float(decoded.pts * audio_in.time_base) * rate)
+        if begin >= end:
+            break
+        for chunk in resampler.resample(decoded):
+            samples = chunk.to_ndarray()  # (channels, n) planar float
+            lo, hi = max(first - begin, 0), min(end - begin, samples.shape[1])
+            begin += samples.shape[1]
+            if hi <= lo:
                 continue
-            begin = round(float(decoded.pts * audio_in.time_base) * rate)
-            if begin >= end:
-                break
-            for chunk in resampler.resample(decoded):
-                samples = chunk.to_ndarray()  # (channels, n) planar float
-                lo, hi = max(first - begin, 0), min(end - begin, samples.shape[1])
-                begin += samples.shape[1]
-                if hi <= lo:
-                    continue
-                piece = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, lo:hi]), format="fltp", layout=layout)
-                piece.sample_rate, piece.pts, piece.time_base = rate, written, Fraction(1, rate)
-                written += hi - lo
-                for packet in audio_out.encode(piece):
-                    output.mux(packet)
-        for packet in audio_out.encode():
-            output.mux(packet)
+            piece = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, lo:hi]), format="fltp", layout=layout)
+            piece.sample_rate, piece.pts, piece.time_base = rate, written, Fraction(1, rate)
+            written += hi - lo
+            for packet in audio_out.encode(piece):
+                output.mux(packet)
+    for packet in audio_out.encode():
+        output.mux(packet)
 
 
 def write_frame_folder(path: str | Path, frames: Iterable[np.ndarray]) -> int:

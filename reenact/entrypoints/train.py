@@ -45,6 +45,9 @@ def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
 
 def validate(cfg: DictConfig) -> None:
     resolve_or_fail(cfg)
+    for key in cfg.get("required_keys") or []:
+        if OmegaConf.select(cfg, key) is None:
+            raise ConfigError(f"{key}: required by this experiment; pass {key}=...")
     for group in ("data", "model", "trainer", "callbacks", "logger"):
         if group in cfg and cfg[group] is not None:
             check_instantiable(cfg[group], group)
@@ -108,6 +111,30 @@ def _one_line(exc: BaseException) -> str:
     return f"{where}: {message}" if where else message
 
 
+def precheck_overrides(argv: list[str]) -> None:
+    """Compose once before Hydra does, so a bad override is reported in one line instead of Hydra's block.
+
+    Skipped for multirun and sweep syntax, which only Hydra's launcher understands.
+    """
+    if any(a.startswith("-") for a in argv) or any("," in a or "(" in a for a in argv):
+        return
+    from reenact.utils.hydra_utils import compose_config
+
+    overrides = [a for a in argv if not a.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
+    try:
+        compose_config("train", overrides)
+    except Exception as exc:  # Hydra's override and composition errors
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines[1:] if line.startswith("Key ")), "")
+        print(f"error: {lines[0] if lines else type(exc).__name__} {detail}".rstrip(), file=sys.stderr)
+        sys.exit(2)
+
+
+def cli() -> None:
+    precheck_overrides(sys.argv[1:])
+    main()
+
+
 @hydra.main(version_base=VERSION_BASE, config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from reenact.errors import USER_ERRORS
@@ -130,4 +157,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -8,14 +8,19 @@ the nose tip). Jaw-line points are left out because their 3D position moves with
 Camera: pinhole, focal length ``max(H, W)`` pixels, principal point at the image centre, no distortion.
 That is crude but pose angles are insensitive to it for face crops.
 
-Sign convention (degrees; all 0 for a frontal face looking into the camera):
+Sign convention (degrees; all 0 for a frontal face looking into the camera), the same as the synthetic
+dataset's ground truth (``reenact.data.synthetic``) so ``{stem}.pose.npy`` files mean one thing:
 
-- **yaw > 0**: the face turns towards the image's right side (the subject's own left).
-- **pitch > 0**: the face tilts up (chin forward, looking above the camera).
-- **roll > 0**: the head tilts clockwise as seen in the image (top of the head moves to the image right).
+- **yaw > 0**: the nose turns towards the image's right side (the subject's own left).
+- **pitch > 0**: the face tilts down (looking below the camera).
+- **roll > 0**: the face turns counter-clockwise as seen on screen (top of the head moves to the image left).
 
 Mirroring the image horizontally negates yaw and roll and keeps pitch. The rotation is
-R = Ry(-yaw) · Rx(-pitch) · Rz(roll) (head frame -> camera frame, OpenCV axes).
+R = Ry(-yaw) · Rx(pitch) · Rz(-roll) (head frame -> camera frame, OpenCV axes).
+
+The generic model assumes adult proportions: faces with other proportions (children, stylised faces)
+get a biased pitch of up to ~20 degrees, and the pose is measured against the camera axis, so a face far
+from the image centre gets a perspective offset; use it on face crops.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ def camera_matrix(image_size: tuple[int, int]) -> np.ndarray:
 
 def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
     """Head-to-camera rotation for angles in degrees (inverse of the decomposition used here)."""
-    b, a, g = np.radians([-yaw, -pitch, roll])
+    b, a, g = np.radians([-yaw, pitch, -roll])
     rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
     ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
     rz = np.array([[np.cos(g), -np.sin(g), 0], [np.sin(g), np.cos(g), 0], [0, 0, 1]])
@@ -57,12 +62,12 @@ def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
 
 
 def angles_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
-    """(yaw, pitch, roll) in degrees from R = Ry(-yaw) Rx(-pitch) Rz(roll)."""
+    """(yaw, pitch, roll) in degrees from R = Ry(-yaw) Rx(pitch) Rz(-roll)."""
     r = np.asarray(rotation, dtype=np.float64)
     a = np.arcsin(np.clip(-r[1, 2], -1.0, 1.0))
     b = np.arctan2(r[0, 2], r[2, 2])
     g = np.arctan2(r[1, 0], r[1, 1])
-    yaw, pitch, roll = np.degrees([-b, -a, g])
+    yaw, pitch, roll = np.degrees([-b, a, -g])
     return float(yaw), float(pitch), float(roll)
 
 

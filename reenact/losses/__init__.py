@@ -1,4 +1,4 @@
-"""Reusable, family-agnostic loss terms; each returns an unweighted value (weights live in the task config)."""
+"""Reusable, family-agnostic loss terms; each returns an unweighted value (the task config holds weights)."""
 
 from __future__ import annotations
 

@@ -40,8 +40,9 @@ def generator_adversarial_loss(prediction_maps: Sequence[torch.Tensor], kind: st
     return total
 
 
-def discriminator_adversarial_loss(real_maps: Sequence[torch.Tensor], fake_maps: Sequence[torch.Tensor],
-                                   kind: str) -> torch.Tensor:
+def discriminator_adversarial_loss(
+    real_maps: Sequence[torch.Tensor], fake_maps: Sequence[torch.Tensor], kind: str
+) -> torch.Tensor:
     """Discriminator term from its maps of real frames and of detached predictions -> scalar."""
     _check_kind(kind)
     _check_scales(real_maps, "real_maps")
@@ -56,9 +57,11 @@ def discriminator_adversarial_loss(real_maps: Sequence[torch.Tensor], fake_maps:
     return total
 
 
-def feature_matching_loss(real_features: Sequence[Sequence[torch.Tensor]],
-                          fake_features: Sequence[Sequence[torch.Tensor]],
-                          weights: Sequence[float]) -> torch.Tensor:
+def feature_matching_loss(
+    real_features: Sequence[Sequence[torch.Tensor]],
+    fake_features: Sequence[Sequence[torch.Tensor]],
+    weights: Sequence[float],
+) -> torch.Tensor:
     """Σ_scales Σ_blocks w_i · mean |f_i(y) − f_i(ŷ)| with real features detached -> scalar.
 
     real_features[s][i] is block i's feature map of discriminator scale s; ``weights`` has one entry per
@@ -66,12 +69,16 @@ def feature_matching_loss(real_features: Sequence[Sequence[torch.Tensor]],
     """
     _check_scales(real_features, "real_features")
     if len(real_features) != len(fake_features):
-        raise ValueError(f"real_features has {len(real_features)} scales but fake_features has {len(fake_features)}")
+        raise ValueError(
+            f"real_features has {len(real_features)} scales but fake_features has {len(fake_features)}"
+        )
     total = real_features[0][0].new_zeros(())
     for scale_index, (real_blocks, fake_blocks) in enumerate(zip(real_features, fake_features, strict=True)):
         if not len(real_blocks) == len(fake_blocks) == len(weights):
-            raise ValueError(f"scale {scale_index}: {len(real_blocks)} real and {len(fake_blocks)} fake feature maps "
-                             f"for {len(weights)} weights")
+            raise ValueError(
+                f"scale {scale_index}: {len(real_blocks)} real and {len(fake_blocks)} fake feature maps "
+                f"for {len(weights)} weights"
+            )
         for weight, real, fake in zip(weights, real_blocks, fake_blocks, strict=True):
             if weight != 0:
                 total = total + float(weight) * (real.detach() - fake).abs().mean()

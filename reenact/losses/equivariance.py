@@ -51,19 +51,25 @@ class RandomTPSTransform:
         if batch_size < 1:
             raise ValueError(f"RandomTPSTransform batch_size must be >= 1, got {batch_size}")
         if sigma_affine < 0 or sigma_tps < 0:
-            raise ValueError(f"RandomTPSTransform sigmas must be >= 0, got sigma_affine={sigma_affine}, "
-                             f"sigma_tps={sigma_tps}")
+            raise ValueError(
+                f"RandomTPSTransform sigmas must be >= 0, got sigma_affine={sigma_affine}, "
+                f"sigma_tps={sigma_tps}"
+            )
         if points_tps < 0:
             raise ValueError(f"RandomTPSTransform points_tps must be >= 0, got {points_tps}")
         self.batch_size = batch_size
         sample_device = generator.device if generator is not None else device
         # draw in float32 whatever the target dtype, so half precision does not distort the distribution
-        affine_noise = torch.randn((batch_size, 2, 3), generator=generator, device=sample_device) * sigma_affine
+        affine_noise = (
+            torch.randn((batch_size, 2, 3), generator=generator, device=sample_device) * sigma_affine
+        )
         identity = torch.eye(2, 3, device=affine_noise.device).unsqueeze(0)
         self.theta = (identity + affine_noise).to(device=device, dtype=dtype)  # (B, 2, 3)
         self.use_tps = points_tps > 0 and sigma_tps > 0
         num_points = points_tps * points_tps
-        tps_noise = torch.randn((batch_size, num_points), generator=generator, device=sample_device) * sigma_tps
+        tps_noise = (
+            torch.randn((batch_size, num_points), generator=generator, device=sample_device) * sigma_tps
+        )
         self.control_params = tps_noise.to(device=device, dtype=dtype)  # (B, P²)
         if points_tps > 0:
             grid = make_coordinate_grid((points_tps, points_tps), dtype=dtype, device=self.theta.device)
@@ -73,9 +79,15 @@ class RandomTPSTransform:
 
     def warp_coordinates(self, coordinates: torch.Tensor) -> torch.Tensor:
         """T applied to points: (B, N, 2) or (1, N, 2) shared by the batch -> (B, N, 2)."""
-        if coordinates.dim() != 3 or coordinates.shape[-1] != 2 or coordinates.shape[0] not in (1, self.batch_size):
-            raise ValueError(f"warp_coordinates expects (B={self.batch_size} or 1, N, 2) points, "
-                             f"got shape {tuple(coordinates.shape)}")
+        if (
+            coordinates.dim() != 3
+            or coordinates.shape[-1] != 2
+            or coordinates.shape[0] not in (1, self.batch_size)
+        ):
+            raise ValueError(
+                f"warp_coordinates expects (B={self.batch_size} or 1, N, 2) points, "
+                f"got shape {tuple(coordinates.shape)}"
+            )
         theta = self.theta.to(coordinates.dtype)
         linear, offset = theta[:, :, :2], theta[:, :, 2]  # (B, 2, 2), (B, 2)
         warped = coordinates @ linear.transpose(1, 2) + offset.unsqueeze(1)  # (B, N, 2)
@@ -84,15 +96,18 @@ class RandomTPSTransform:
             delta = coordinates.unsqueeze(2) - control_points.view(1, 1, -1, 2)  # (B|1, N, P², 2)
             distances = delta.abs().sum(-1)  # (B|1, N, P²), L1 as in FOMM
             basis = distances**2 * torch.log(distances + _TPS_LOG_EPS)
-            params = self.control_params.to(coordinates.dtype).unsqueeze(1)  # (B, 1, P²)
-            displacement = (basis * params).sum(-1, keepdim=True)  # (B, N, 1), added to x and y alike
+            params = self.control_params.to(coordinates.dtype).unsqueeze(-1)  # (B, P², 1)
+            # a matmul rather than a broadcast product: no (B, N, P²) temporary for a shared frame grid
+            displacement = basis @ params  # (B, N, 1), added to x and y alike
             warped = warped + displacement
         return warped
 
     def transform_frame(self, frame: torch.Tensor) -> torch.Tensor:
         """Sample (B, C, H, W) at T(grid) with reflection padding -> (B, C, H, W)."""
         if frame.dim() != 4 or frame.shape[0] != self.batch_size:
-            raise ValueError(f"transform_frame expects (B={self.batch_size}, C, H, W), got shape {tuple(frame.shape)}")
+            raise ValueError(
+                f"transform_frame expects (B={self.batch_size}, C, H, W), got shape {tuple(frame.shape)}"
+            )
         height, width = frame.shape[2:]
         coord_dtype = torch.promote_types(frame.dtype, torch.float32)
         grid = make_coordinate_grid((height, width), dtype=coord_dtype, device=frame.device)
@@ -106,9 +121,13 @@ class RandomTPSTransform:
         this needs double backward through the detector. Unavailable under ``torch.inference_mode``.
         """
         if coordinates.dim() != 3 or coordinates.shape[0] != self.batch_size or coordinates.shape[-1] != 2:
-            raise ValueError(f"jacobian expects (B={self.batch_size}, N, 2) points, got shape {tuple(coordinates.shape)}")
+            raise ValueError(
+                f"jacobian expects (B={self.batch_size}, N, 2) points, got shape {tuple(coordinates.shape)}"
+            )
         if torch.is_inference_mode_enabled():
-            raise RuntimeError("RandomTPSTransform.jacobian needs autograd and cannot run under torch.inference_mode")
+            raise RuntimeError(
+                "RandomTPSTransform.jacobian needs autograd and cannot run under torch.inference_mode"
+            )
         with torch.enable_grad():
             if not coordinates.requires_grad:
                 coordinates = coordinates.detach().requires_grad_(True)
@@ -151,10 +170,22 @@ class EquivarianceLoss(nn.Module):
         self.sigma_tps = sigma_tps
         self.points_tps = points_tps
 
-    def sample_transform(self, batch_size: int, device: torch.device, dtype: torch.dtype,
-                         generator: torch.Generator | None = None) -> RandomTPSTransform:
-        return RandomTPSTransform(batch_size, self.sigma_affine, self.sigma_tps, self.points_tps, device=device,
-                                  dtype=dtype, generator=generator)
+    def sample_transform(
+        self,
+        batch_size: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        generator: torch.Generator | None = None,
+    ) -> RandomTPSTransform:
+        return RandomTPSTransform(
+            batch_size,
+            self.sigma_affine,
+            self.sigma_tps,
+            self.points_tps,
+            device=device,
+            dtype=dtype,
+            generator=generator,
+        )
 
     def forward(
         self,
@@ -171,10 +202,14 @@ class EquivarianceLoss(nn.Module):
         points_driving = _planar_keypoints(kp_driving, "driving")  # (B, K, 2)
         points_transformed = _planar_keypoints(kp_transformed, "transformed")  # (B, K, 2)
         if points_driving.shape != points_transformed.shape:
-            raise ValueError(f"driving keypoints {tuple(points_driving.shape)} and transformed keypoints "
-                             f"{tuple(points_transformed.shape)} differ in shape")
+            raise ValueError(
+                f"driving keypoints {tuple(points_driving.shape)} and transformed keypoints "
+                f"{tuple(points_transformed.shape)} differ in shape"
+            )
         losses = {
-            "equivariance_value": (points_driving - transform.warp_coordinates(points_transformed)).abs().mean(),
+            "equivariance_value": (points_driving - transform.warp_coordinates(points_transformed))
+            .abs()
+            .mean(),
             "transformed_frame": transformed_frame.detach(),
             "transformed_keypoints": kp_transformed[KEYPOINTS_KEY].detach(),
         }
@@ -185,7 +220,9 @@ class EquivarianceLoss(nn.Module):
             # the inverse is ill-conditioned in half precision: do this part in float32 outside autocast
             with torch.autocast(device_type=driving.device.type, enabled=False):
                 composed = transform_grad.float() @ jacobian_transformed.float()  # ∇T(kp_t)·J_t
-                normalised = torch.linalg.inv(jacobian_driving.float()) @ composed  # (B, K, 2, 2)
+                # inv_ex: no error check, hence no device sync; a singular J_d gives non-finite values
+                inverse_driving = torch.linalg.inv_ex(jacobian_driving.float())[0]
+                normalised = inverse_driving @ composed  # (B, K, 2, 2)
                 identity = torch.eye(2, device=normalised.device, dtype=normalised.dtype)
                 losses["equivariance_jacobian"] = (identity - normalised).abs().mean()
         return losses

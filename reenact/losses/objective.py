@@ -42,6 +42,8 @@ class ReenactmentObjective(nn.Module):
         landmark_guidance: float = 0.0,
         landmark_keypoints: list[int] = (),
         landmark_indices: list[int] = (),
+        wing_w: float = 0.2,
+        wing_epsilon: float = 0.02,
     ) -> None:
         super().__init__()
         if len(landmark_keypoints) != len(landmark_indices):
@@ -73,6 +75,9 @@ class ReenactmentObjective(nn.Module):
         self.landmark_guidance = landmark_guidance
         self.landmark_keypoints = list(landmark_keypoints)
         self.landmark_indices = list(landmark_indices)
+        # LivePortrait-Train uses w=0.1, eps=0.01 on [0,1] coordinates; ours span [-1,1], hence twice that.
+        self.wing_w = wing_w
+        self.wing_epsilon = wing_epsilon
 
     def forward(
         self, network: nn.Module, batch: dict[str, Any], output: dict[str, Any]
@@ -109,5 +114,5 @@ class ReenactmentObjective(nn.Module):
             if self.landmark_guidance and self.landmark_keypoints and landmarks is not None:
                 guided = kp["value"][:, self.landmark_keypoints, :2]  # (B, n, 2)
                 target = landmarks[:, self.landmark_indices].to(guided)  # (B, n, 2)
-                losses[f"landmark_{side}"] = self.landmark_guidance * wing_loss(guided, target)
+                losses[f"landmark_{side}"] = self.landmark_guidance * wing_loss(guided, target, self.wing_w, self.wing_epsilon)
         return losses, visuals

@@ -26,7 +26,25 @@ from torch import nn
 from reenact.losses.pyramid import ImagePyramid
 
 # Output channels of the VGG19 convolutions up to conv5_1; "M" is a 2x2 max pool.
-_VGG19_LAYOUT: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512)
+_VGG19_LAYOUT: tuple[int | str, ...] = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+)
 # End index (exclusive) of each slice in torchvision's vgg19().features: relu1_1 .. relu5_1.
 _SLICE_ENDS: tuple[int, ...] = (2, 7, 12, 21, 30)
 _NUM_LAYERS = _SLICE_ENDS[-1]
@@ -71,8 +89,16 @@ def _drop_own_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, l
         del state_dict[key]
 
 
-def _fill_own_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any, strict: bool,
-                   missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
+def _fill_own_keys(
+    module: nn.Module,
+    state_dict: dict[str, Any],
+    prefix: str,
+    local_metadata: Any,
+    strict: bool,
+    missing_keys: list[str],
+    unexpected_keys: list[str],
+    error_msgs: list[str],
+) -> None:
     # checkpoints written without VGG: supply the current weights so strict loading sees nothing missing
     for name, tensor in module.named_parameters():
         state_dict.setdefault(prefix + name, tensor.detach())
@@ -119,11 +145,15 @@ class VGG19Features(nn.Module):
         expected = self.features.state_dict()
         missing = sorted(set(expected) - set(subset), key=lambda key: int(key.split(".")[0]))
         if missing:
-            raise KeyError(f"VGG19 weights from {source} lack key '{missing[0]}' ({len(missing)} missing in all)")
+            raise KeyError(
+                f"VGG19 weights from {source} lack key '{missing[0]}' ({len(missing)} missing in all)"
+            )
         for key, tensor in expected.items():
             if subset[key].shape != tensor.shape:
-                raise ValueError(f"VGG19 weights from {source}: key '{key}' has shape {tuple(subset[key].shape)}, "
-                                 f"expected {tuple(tensor.shape)}")
+                raise ValueError(
+                    f"VGG19 weights from {source}: key '{key}' has shape {tuple(subset[key].shape)}, "
+                    f"expected {tuple(tensor.shape)}"
+                )
         self.features.load_state_dict(subset, strict=True)
 
     def train(self, mode: bool = True) -> VGG19Features:
@@ -134,7 +164,9 @@ class VGG19Features(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"VGG19Features expects (B, 3, H, W) images, got shape {tuple(x.shape)}")
         if min(x.shape[2:]) < _MIN_INPUT_SIZE:
-            raise ValueError(f"VGG19Features needs H, W >= {_MIN_INPUT_SIZE} (four max pools), got {tuple(x.shape[2:])}")
+            raise ValueError(
+                f"VGG19Features needs H, W >= {_MIN_INPUT_SIZE} (four max pools), got {tuple(x.shape[2:])}"
+            )
         h = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)  # (B, 3, H, W)
         outputs: list[torch.Tensor] = []
         start = 0
@@ -174,14 +206,18 @@ class PerceptualPyramidLoss(nn.Module):
     ) -> None:
         super().__init__()
         if len(layer_weights) != NUM_VGG_SLICES:
-            raise ValueError(f"layer_weights needs {NUM_VGG_SLICES} values (relu1_1..relu5_1), got {list(layer_weights)}")
+            raise ValueError(
+                f"layer_weights needs {NUM_VGG_SLICES} values (relu1_1..relu5_1), got {list(layer_weights)}"
+            )
         self.layer_weights = [float(weight) for weight in layer_weights]
         self.pyramid = ImagePyramid(list(scales), num_channels=3)
         self.vgg = VGG19Features(pretrained=pretrained, weights_path=weights_path)
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if prediction.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(prediction.shape)} != target shape {tuple(target.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(prediction.shape)} != target shape {tuple(target.shape)}"
+            )
         predicted_levels = self.pyramid(prediction)
         with torch.no_grad():
             target_levels = self.pyramid(target)
@@ -190,7 +226,9 @@ class PerceptualPyramidLoss(nn.Module):
             predicted_features = self.vgg(predicted)
             with torch.no_grad():
                 target_features = self.vgg(target_levels[scale])
-            for weight, fake, real in zip(self.layer_weights, predicted_features, target_features, strict=True):
+            for weight, fake, real in zip(
+                self.layer_weights, predicted_features, target_features, strict=True
+            ):
                 if weight != 0:
                     total = total + weight * (fake - real).abs().mean()
         return total

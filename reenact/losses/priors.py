@@ -2,10 +2,10 @@
 
 All functions return unweighted scalars; face-vid2vid's weights are L_L 10, L_H 20, L_Δ 5.
 
-* :func:`keypoint_prior_loss` (L_L): Σ_{i≠j} max(0, D_t − ‖x_i − x_j‖²) + |mean_k z_k − z_t|, averaged over the
-  batch. It spreads the keypoints apart (no two closer than √D_t) and fixes their mean depth. The double sum
-  runs over ordered pairs (each pair counts twice, as in the paper's Σ_i Σ_j). Public re-implementations that
-  also sum the i = j terms differ by the constant K·D_t, which carries no gradient.
+* :func:`keypoint_prior_loss` (L_L): Σ_{i≠j} max(0, D_t − ‖x_i − x_j‖²) + |mean_k z_k − z_t|, averaged over
+  the batch. It spreads the keypoints apart (no two closer than √D_t) and fixes their mean depth. The double
+  sum runs over ordered pairs (each pair counts twice, as in the paper's Σ_i Σ_j). Public re-implementations
+  that also sum the i = j terms differ by the constant K·D_t, which carries no gradient.
 * :func:`deformation_prior_loss` (L_Δ): mean over batch and keypoints of ‖δ_k‖₁, the expression deltas.
 * :func:`head_pose_loss` (L_H): Σ over (yaw, pitch, roll) of the batch-mean |error| in degrees against a
   pose estimator's (e.g. HopeNet's) or precomputed angles, which are treated as constants.
@@ -27,7 +27,7 @@ def _check_keypoints_3d(kp: torch.Tensor, name: str) -> None:
 
 
 def keypoint_prior_loss(kp: torch.Tensor, margin: float = 0.1, target_depth: float = 0.33) -> torch.Tensor:
-    """L_L on keypoints (B, K, 3) in normalised coordinates -> scalar. ``margin`` is D_t, ``target_depth`` z_t."""
+    """L_L on keypoints (B, K, 3) in normalised coords -> scalar; ``margin`` is D_t, ``target_depth`` z_t."""
     _check_keypoints_3d(kp, "kp")
     num_kp = kp.shape[1]
     # squared distances directly (no sqrt): finite gradient even for coincident keypoints
@@ -48,12 +48,16 @@ def deformation_prior_loss(exp: torch.Tensor) -> torch.Tensor:
 def head_pose_loss(pred_degrees: torch.Tensor, target_degrees: torch.Tensor) -> torch.Tensor:
     """L_H on (B, 3) yaw, pitch, roll in degrees -> scalar; the target gets no gradient."""
     if pred_degrees.dim() != 2 or pred_degrees.shape[-1] != 3 or pred_degrees.shape != target_degrees.shape:
-        raise ValueError(f"head_pose_loss expects two (B, 3) tensors, got {tuple(pred_degrees.shape)} and "
-                         f"{tuple(target_degrees.shape)}")
+        raise ValueError(
+            f"head_pose_loss expects two (B, 3) tensors, got {tuple(pred_degrees.shape)} and "
+            f"{tuple(target_degrees.shape)}"
+        )
     return (pred_degrees - target_degrees.detach()).abs().sum(-1).mean()
 
 
-def wing_loss(pred: torch.Tensor, target: torch.Tensor, w: float = 10.0, epsilon: float = 2.0) -> torch.Tensor:
+def wing_loss(
+    pred: torch.Tensor, target: torch.Tensor, w: float = 10.0, epsilon: float = 2.0
+) -> torch.Tensor:
     """Wing loss averaged over all elements: w·ln(1 + |x|/ε) for |x| < w, else |x| − C with
     C = w − w·ln(1 + w/ε) so the two pieces meet at |x| = w. The target gets no gradient."""
     if pred.shape != target.shape:

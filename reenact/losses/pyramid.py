@@ -32,7 +32,9 @@ class ImagePyramid(nn.Module):
         self.scales = as_floats
         self.num_channels = num_channels
         # a list, not a ModuleDict: ModuleDict keys cannot contain the '.' of a float scale
-        self.downsamplers = nn.ModuleList(AntiAliasInterpolation2d(num_channels, scale) for scale in as_floats)
+        self.downsamplers = nn.ModuleList(
+            AntiAliasInterpolation2d(num_channels, scale) for scale in as_floats
+        )
 
     def forward(self, x: torch.Tensor) -> dict[float, torch.Tensor]:
         if x.dim() != 4 or x.shape[1] != self.num_channels:

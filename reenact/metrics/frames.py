@@ -14,10 +14,12 @@ OpenCV area/linear interpolation for uint8 frames; neither is a ``grid_sample``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypeAlias
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 
 class FrameSequence:
     """One video (T frames), optionally resized to ``size`` x ``size`` when frames are read."""
@@ -126,3 +128,7 @@ def _validate(frames: torch.Tensor | np.ndarray) -> tuple[torch.Tensor | np.ndar
             raise ValueError(f"a video array must be uint8 or float in [0, 1], got dtype {frames.dtype}")
         return frames, True
     raise TypeError(f"a video must be a torch.Tensor or numpy.ndarray, got {type(frames).__name__}")
+
+
+Video: TypeAlias = torch.Tensor | np.ndarray | FrameSequence
+"""Any accepted video: float (T, 3, H, W) tensor in [0, 1], uint8 (T, H, W, 3) array, or a FrameSequence."""

@@ -6,16 +6,15 @@ channels of each frame, then over all frames of all videos (frame-weighted, not 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from reenact.metrics.backends import describe
-from reenact.metrics.frames import FrameSequence, check_same_length
+from reenact.metrics.frames import FrameSequence, Video, check_same_length
 
 
 def l1_per_frame(
-    prediction: torch.Tensor | np.ndarray | FrameSequence,
-    target: torch.Tensor | np.ndarray | FrameSequence,
+    prediction: Video,
+    target: Video,
     batch_size: int = 64,
     device: str = "cpu",
 ) -> torch.Tensor:
@@ -31,8 +30,8 @@ def l1_per_frame(
 
 
 def l1_distance(
-    prediction: torch.Tensor | np.ndarray | FrameSequence,
-    target: torch.Tensor | np.ndarray | FrameSequence,
+    prediction: Video,
+    target: Video,
 ) -> float:
     """Mean absolute error over all frames (the L1 of FOMM's Table 1)."""
     return float(l1_per_frame(prediction, target).mean())

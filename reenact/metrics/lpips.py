@@ -15,11 +15,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from reenact.metrics.backends import describe
-from reenact.metrics.frames import FrameSequence, check_same_length
+from reenact.metrics.frames import FrameSequence, Video, check_same_length
 
 _NETS = ("alex", "vgg", "squeeze")
 
@@ -48,7 +47,11 @@ class LPIPSMetric:
         with warnings.catch_warnings():  # lpips still calls torchvision with the deprecated `pretrained=`
             warnings.filterwarnings("ignore", message="Arguments other than a weight enum", category=UserWarning)
             warnings.filterwarnings("ignore", message="The parameter 'pretrained' is deprecated")
-            self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=random_backbone, verbose=False)
+            try:
+                self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=random_backbone, verbose=False)
+            except OSError as exc:  # URLError: the ImageNet backbone is neither cached nor downloadable
+                raise OSError(f"LPIPS '{net}' backbone weights are not in the torch hub cache and could not be "
+                              f"downloaded ({exc}); pass backbone_weights=PATH") from None
         if backbone_weights is not None:
             _load_backbone(self.model.net, backbone_weights)
             self._backbone = f"file:{Path(backbone_weights).name}"
@@ -61,8 +64,8 @@ class LPIPSMetric:
     @torch.no_grad()
     def per_frame(
         self,
-        prediction: torch.Tensor | np.ndarray | FrameSequence,
-        target: torch.Tensor | np.ndarray | FrameSequence,
+        prediction: Video,
+        target: Video,
     ) -> torch.Tensor:
         """LPIPS of each frame pair, (T,) float32 on the CPU."""
         prediction, target = FrameSequence.wrap(prediction), FrameSequence.wrap(target)
@@ -78,8 +81,8 @@ class LPIPSMetric:
 
     def __call__(
         self,
-        prediction: torch.Tensor | np.ndarray | FrameSequence,
-        target: torch.Tensor | np.ndarray | FrameSequence,
+        prediction: Video,
+        target: Video,
     ) -> float:
         """Mean LPIPS over frames."""
         return float(self.per_frame(prediction, target).mean())

@@ -8,18 +8,19 @@ infinite PSNR, so the per-frame value is capped at ``max_db`` (100 dB) to keep m
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Iterator
+
 import torch
 
 from reenact.metrics.backends import describe
-from reenact.metrics.frames import FrameSequence, check_same_length
+from reenact.metrics.frames import FrameSequence, Video, check_same_length
 
 PSNR_CAP_DB = 100.0
 
 
 def psnr_per_frame(
-    prediction: torch.Tensor | np.ndarray | FrameSequence,
-    target: torch.Tensor | np.ndarray | FrameSequence,
+    prediction: Video,
+    target: Video,
     max_db: float = PSNR_CAP_DB,
     batch_size: int = 64,
     device: str = "cpu",
@@ -35,8 +36,8 @@ def psnr_per_frame(
 
 
 def ssim_per_frame(
-    prediction: torch.Tensor | np.ndarray | FrameSequence,
-    target: torch.Tensor | np.ndarray | FrameSequence,
+    prediction: Video,
+    target: Video,
     batch_size: int = 32,
     device: str = "cpu",
 ) -> torch.Tensor:
@@ -50,12 +51,12 @@ def ssim_per_frame(
     return torch.cat(values) if values else torch.zeros(0)
 
 
-def psnr(prediction: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:
+def psnr(prediction: Video, target: Video) -> float:
     """Mean over frames of the per-frame PSNR (dB)."""
     return float(psnr_per_frame(prediction, target).mean())
 
 
-def ssim(prediction: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray) -> float:
+def ssim(prediction: Video, target: Video) -> float:
     """Mean over frames of the per-frame SSIM."""
     return float(ssim_per_frame(prediction, target).mean())
 
@@ -68,7 +69,9 @@ def ssim_backend() -> dict[str, object]:
     return describe("torchmetrics", data_range=1.0, kernel="gaussian 11x11", sigma=1.5)
 
 
-def _paired_chunks(prediction, target, batch_size: int, device: str):
+def _paired_chunks(
+    prediction: Video, target: Video, batch_size: int, device: str
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     prediction, target = FrameSequence.wrap(prediction), FrameSequence.wrap(target)
     check_same_length(prediction, target)
     for start in range(0, len(prediction), batch_size):

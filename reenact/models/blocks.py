@@ -17,11 +17,13 @@ from torch import nn
 class DownBlock2d(nn.Module):
     """conv -> BN -> ReLU -> 2x2 average pool; (B, C_in, H, W) -> (B, C_out, H/2, W/2)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1,
-                 groups: int = 1) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1, groups: int = 1
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding,
-                              groups=groups)
+        self.conv = nn.Conv2d(
+            in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups
+        )
         self.norm = nn.BatchNorm2d(out_features, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -32,11 +34,13 @@ class DownBlock2d(nn.Module):
 class UpBlock2d(nn.Module):
     """nearest x2 upsample -> conv -> BN -> ReLU; (B, C_in, H, W) -> (B, C_out, 2H, 2W)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1,
-                 groups: int = 1) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1, groups: int = 1
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding,
-                              groups=groups)
+        self.conv = nn.Conv2d(
+            in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups
+        )
         self.norm = nn.BatchNorm2d(out_features, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,11 +51,13 @@ class UpBlock2d(nn.Module):
 class SameBlock2d(nn.Module):
     """conv -> BN -> ReLU at constant resolution; (B, C_in, H, W) -> (B, C_out, H, W)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1,
-                 groups: int = 1) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1, groups: int = 1
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding,
-                              groups=groups)
+        self.conv = nn.Conv2d(
+            in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups
+        )
         self.norm = nn.BatchNorm2d(out_features, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,8 +88,9 @@ def _hourglass_width(block_expansion: int, max_features: int, level: int) -> int
 class Encoder(nn.Module):
     """Hourglass contracting path; returns the input and every down block's output, for the skips."""
 
-    def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3,
-                 max_features: int = 256) -> None:
+    def __init__(
+        self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256
+    ) -> None:
         super().__init__()
         blocks = []
         for i in range(num_blocks):
@@ -102,8 +109,9 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Hourglass expanding path; each up block's output is concatenated with the same-size skip."""
 
-    def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3,
-                 max_features: int = 256) -> None:
+    def __init__(
+        self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256
+    ) -> None:
         super().__init__()
         blocks = []
         for i in reversed(range(num_blocks)):
@@ -128,8 +136,9 @@ class Hourglass(nn.Module):
     H and W must be divisible by 2**num_blocks so that every skip matches its up-sampled partner.
     """
 
-    def __init__(self, block_expansion: int, in_features: int, num_blocks: int = 3,
-                 max_features: int = 256) -> None:
+    def __init__(
+        self, block_expansion: int, in_features: int, num_blocks: int = 3, max_features: int = 256
+    ) -> None:
         super().__init__()
         self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features)
         self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features)
@@ -139,6 +148,8 @@ class Hourglass(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         factor = 2**self.num_blocks
         if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(f"Hourglass input size {tuple(x.shape[-2:])} is not divisible by 2**num_blocks"
-                             f" = {factor}; change the image size, scale_factor or num_blocks")
+            raise ValueError(
+                f"Hourglass input size {tuple(x.shape[-2:])} is not divisible by 2**num_blocks"
+                f" = {factor}; change the image size, scale_factor or num_blocks"
+            )
         return self.decoder(self.encoder(x))

@@ -35,9 +35,17 @@ def inverse_2x2(matrices: torch.Tensor) -> torch.Tensor:
 class DenseMotionNetwork(nn.Module):
     """Predicts the dense deformation (B, h, w, 2) and occlusion (B, 1, h, w) at scale_factor x input size."""
 
-    def __init__(self, block_expansion: int, num_blocks: int, max_features: int, num_kp: int,
-                 num_channels: int = 3, estimate_occlusion_map: bool = True, scale_factor: float = 0.25,
-                 kp_variance: float = 0.01) -> None:
+    def __init__(
+        self,
+        block_expansion: int,
+        num_blocks: int,
+        max_features: int,
+        num_kp: int,
+        num_channels: int = 3,
+        estimate_occlusion_map: bool = True,
+        scale_factor: float = 0.25,
+        kp_variance: float = 0.01,
+    ) -> None:
         super().__init__()
         self.num_kp = num_kp
         self.num_channels = num_channels
@@ -46,23 +54,33 @@ class DenseMotionNetwork(nn.Module):
         self.estimate_occlusion_map = estimate_occlusion_map
 
         # per part: 1 heatmap-difference channel + the source warped by that part
-        self.hourglass = Hourglass(block_expansion, in_features=(num_kp + 1) * (num_channels + 1),
-                                   num_blocks=num_blocks, max_features=max_features)
+        self.hourglass = Hourglass(
+            block_expansion,
+            in_features=(num_kp + 1) * (num_channels + 1),
+            num_blocks=num_blocks,
+            max_features=max_features,
+        )
         self.mask = nn.Conv2d(self.hourglass.out_filters, num_kp + 1, kernel_size=7, padding=3)
-        self.occlusion = (nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=7, padding=3)
-                          if estimate_occlusion_map else None)
+        self.occlusion = (
+            nn.Conv2d(self.hourglass.out_filters, 1, kernel_size=7, padding=3)
+            if estimate_occlusion_map
+            else None
+        )
         self.down = AntiAliasInterpolation2d(num_channels, scale_factor) if scale_factor != 1 else None
 
-    def create_heatmap_representations(self, spatial_size: tuple[int, int], kp_driving: dict,
-                                       kp_source: dict) -> torch.Tensor:
+    def create_heatmap_representations(
+        self, spatial_size: tuple[int, int], kp_driving: dict, kp_source: dict
+    ) -> torch.Tensor:
         """Gaussian(driving) - Gaussian(source) per keypoint, plus a zero background; (B, K+1, 1, h, w)."""
-        heatmap = (kp2gaussian(kp_driving["value"], spatial_size, self.kp_variance)
-                   - kp2gaussian(kp_source["value"], spatial_size, self.kp_variance))  # (B, K, h, w)
+        heatmap = kp2gaussian(kp_driving["value"], spatial_size, self.kp_variance) - kp2gaussian(
+            kp_source["value"], spatial_size, self.kp_variance
+        )  # (B, K, h, w)
         background = torch.zeros_like(heatmap[:, :1])  # (B, 1, h, w)
         return torch.cat([background, heatmap], dim=1).unsqueeze(2)
 
-    def create_sparse_motions(self, spatial_size: tuple[int, int], kp_driving: dict,
-                              kp_source: dict) -> torch.Tensor:
+    def create_sparse_motions(
+        self, spatial_size: tuple[int, int], kp_driving: dict, kp_source: dict
+    ) -> torch.Tensor:
         """Backward grids of the K+1 parts, in float32; (B, K+1, h, w, 2) with (x, y) last."""
         with torch.autocast(device_type=kp_driving["value"].device.type, enabled=False):
             kp_d = kp_driving["value"].float()  # (B, K, 2)
@@ -78,7 +96,9 @@ class DenseMotionNetwork(nn.Module):
             background = identity.expand(b, 1, *spatial_size, 2)
             return torch.cat([background, driving_to_source], dim=1)
 
-    def create_deformed_source_image(self, source_image: torch.Tensor, sparse_motions: torch.Tensor) -> torch.Tensor:
+    def create_deformed_source_image(
+        self, source_image: torch.Tensor, sparse_motions: torch.Tensor
+    ) -> torch.Tensor:
         """Source warped by every part; (B, C, h, w) x (B, K+1, h, w, 2) -> (B, K+1, C, h, w)."""
         b, parts, h, w, _ = sparse_motions.shape
         repeated = source_image.unsqueeze(1).expand(b, parts, *source_image.shape[1:])
@@ -86,11 +106,15 @@ class DenseMotionNetwork(nn.Module):
         deformed = warp(repeated, sparse_motions.reshape(b * parts, h, w, 2))
         return deformed.view(b, parts, -1, h, w)
 
-    def forward(self, source_image: torch.Tensor, kp_driving: dict, kp_source: dict) -> dict[str, torch.Tensor]:
+    def forward(
+        self, source_image: torch.Tensor, kp_driving: dict, kp_source: dict
+    ) -> dict[str, torch.Tensor]:
         for name, kp in (("kp_driving", kp_driving), ("kp_source", kp_source)):
             if kp["value"].shape[1] != self.num_kp:
-                raise ValueError(f"DenseMotionNetwork built for num_kp={self.num_kp}, "
-                                 f"{name}['value'] has shape {tuple(kp['value'].shape)}")
+                raise ValueError(
+                    f"DenseMotionNetwork built for num_kp={self.num_kp}, "
+                    f"{name}['value'] has shape {tuple(kp['value'].shape)}"
+                )
         if self.down is not None:
             source_image = self.down(source_image)
         b, _, h, w = source_image.shape
@@ -98,7 +122,9 @@ class DenseMotionNetwork(nn.Module):
         heatmaps = self.create_heatmap_representations((h, w), kp_driving, kp_source)  # (B, K+1, 1, h, w)
         sparse_motion = self.create_sparse_motions((h, w), kp_driving, kp_source)  # (B, K+1, h, w, 2)
         sparse_deformed = self.create_deformed_source_image(source_image, sparse_motion)  # (B, K+1, C, h, w)
-        hourglass_in = torch.cat([heatmaps.to(sparse_deformed.dtype), sparse_deformed], dim=2).view(b, -1, h, w)
+        hourglass_in = torch.cat([heatmaps.to(sparse_deformed.dtype), sparse_deformed], dim=2).view(
+            b, -1, h, w
+        )
 
         features = self.hourglass(hourglass_in)  # (B, out_filters, h, w)
         # blend in float32: the flow must stay sub-pixel accurate under bf16/fp16 autocast

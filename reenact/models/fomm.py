@@ -23,11 +23,14 @@ class FirstOrderMotionModel(nn.Module):
     def __init__(self, kp_detector: KPDetector, generator: OcclusionAwareGenerator) -> None:
         super().__init__()
         if kp_detector.num_kp != generator.num_kp:
-            raise ValueError(f"kp_detector.num_kp={kp_detector.num_kp} differs from "
-                             f"generator.num_kp={generator.num_kp}")
+            raise ValueError(
+                f"kp_detector.num_kp={kp_detector.num_kp} differs from generator.num_kp={generator.num_kp}"
+            )
         if kp_detector.num_channels != generator.num_channels:
-            raise ValueError(f"kp_detector.num_channels={kp_detector.num_channels} differs from "
-                             f"generator.num_channels={generator.num_channels}")
+            raise ValueError(
+                f"kp_detector.num_channels={kp_detector.num_channels} differs from "
+                f"generator.num_channels={generator.num_channels}"
+            )
         self.kp_detector = kp_detector
         self.generator = generator
 
@@ -59,8 +62,10 @@ class FirstOrderMotionModel(nn.Module):
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters per optimiser group; FOMM trains the detector and generator with separate Adams."""
-        return {"kp_detector": list(self.kp_detector.parameters()),
-                "generator": list(self.generator.parameters())}
+        return {
+            "kp_detector": list(self.kp_detector.parameters()),
+            "generator": list(self.generator.parameters()),
+        }
 
     @staticmethod
     def keypoints_2d(kp: dict) -> torch.Tensor:

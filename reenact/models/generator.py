@@ -19,18 +19,30 @@ from reenact.models.geometry import ALIGN_CORNERS, warp
 class OcclusionAwareGenerator(nn.Module):
     """Returns {"prediction", "deformed", "sparse_deformed", "mask", "deformation", "occlusion_map"}."""
 
-    def __init__(self, num_channels: int = 3, num_kp: int = 10, block_expansion: int = 64,
-                 max_features: int = 512, num_down_blocks: int = 2, num_bottleneck_blocks: int = 6,
-                 estimate_occlusion_map: bool = True, dense_motion: DenseMotionNetwork | None = None) -> None:
+    def __init__(
+        self,
+        num_channels: int = 3,
+        num_kp: int = 10,
+        block_expansion: int = 64,
+        max_features: int = 512,
+        num_down_blocks: int = 2,
+        num_bottleneck_blocks: int = 6,
+        estimate_occlusion_map: bool = True,
+        dense_motion: DenseMotionNetwork | None = None,
+    ) -> None:
         super().__init__()
         if dense_motion is not None:
             if dense_motion.num_kp != num_kp or dense_motion.num_channels != num_channels:
-                raise ValueError(f"dense_motion has num_kp={dense_motion.num_kp}, num_channels="
-                                 f"{dense_motion.num_channels} but the generator has num_kp={num_kp}, "
-                                 f"num_channels={num_channels}")
+                raise ValueError(
+                    f"dense_motion has num_kp={dense_motion.num_kp}, num_channels="
+                    f"{dense_motion.num_channels} but the generator has num_kp={num_kp}, "
+                    f"num_channels={num_channels}"
+                )
             if dense_motion.estimate_occlusion_map != estimate_occlusion_map:
-                raise ValueError(f"dense_motion.estimate_occlusion_map={dense_motion.estimate_occlusion_map} "
-                                 f"differs from the generator's estimate_occlusion_map={estimate_occlusion_map}")
+                raise ValueError(
+                    f"dense_motion.estimate_occlusion_map={dense_motion.estimate_occlusion_map} "
+                    f"differs from the generator's estimate_occlusion_map={estimate_occlusion_map}"
+                )
         self.num_channels = num_channels
         self.num_kp = num_kp
         self.estimate_occlusion_map = estimate_occlusion_map
@@ -41,19 +53,29 @@ class OcclusionAwareGenerator(nn.Module):
 
         self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
         self.down_blocks = nn.ModuleList(
-            [DownBlock2d(width(i), width(i + 1), kernel_size=3, padding=1) for i in range(num_down_blocks)])
+            [DownBlock2d(width(i), width(i + 1), kernel_size=3, padding=1) for i in range(num_down_blocks)]
+        )
         self.up_blocks = nn.ModuleList(
-            [UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=3, padding=1)
-             for i in range(num_down_blocks)])
+            [
+                UpBlock2d(
+                    width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=3, padding=1
+                )
+                for i in range(num_down_blocks)
+            ]
+        )
         self.bottleneck = nn.Sequential()
         for i in range(num_bottleneck_blocks):
             self.bottleneck.add_module(f"r{i}", ResBlock2d(width(num_down_blocks), kernel_size=3, padding=1))
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
 
-    def forward(self, source_image: torch.Tensor, kp_driving: dict, kp_source: dict) -> dict[str, torch.Tensor]:
+    def forward(
+        self, source_image: torch.Tensor, kp_driving: dict, kp_source: dict
+    ) -> dict[str, torch.Tensor]:
         if source_image.dim() != 4 or source_image.shape[1] != self.num_channels:
-            raise ValueError(f"OcclusionAwareGenerator expects source_image (B, {self.num_channels}, H, W), "
-                             f"got {tuple(source_image.shape)}")
+            raise ValueError(
+                f"OcclusionAwareGenerator expects source_image (B, {self.num_channels}, H, W), "
+                f"got {tuple(source_image.shape)}"
+            )
         out = self.first(source_image)  # (B, be, H, W)
         for block in self.down_blocks:
             out = block(out)  # (B, C, H/2**n, W/2**n)
@@ -70,8 +92,9 @@ class OcclusionAwareGenerator(nn.Module):
                 occlusion = motion["occlusion_map"]  # (B, 1, h, w)
                 if occlusion.shape[2:] != out.shape[2:]:
                     # same corner alignment as the flow resize in warp, so both describe the same pixels
-                    occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear",
-                                              align_corners=ALIGN_CORNERS)
+                    occlusion = F.interpolate(
+                        occlusion, size=out.shape[2:], mode="bilinear", align_corners=ALIGN_CORNERS
+                    )
                 out = out * occlusion.to(out.dtype)
                 result["occlusion_map"] = motion["occlusion_map"]
             # for visualisation: what pure warping of the source image looks like

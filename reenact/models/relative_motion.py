@@ -23,13 +23,21 @@ def _hull_areas(points: torch.Tensor, name: str) -> torch.Tensor:
         try:
             areas.append(ConvexHull(sample).volume)  # in 2D the hull "volume" is its area
         except QhullError as error:
-            raise ValueError(f"{name}['value'][{i}] has a degenerate convex hull (collinear or too few "
-                             f"keypoints): {str(error).splitlines()[0]}") from error
+            raise ValueError(
+                f"{name}['value'][{i}] has a degenerate convex hull (collinear or too few "
+                f"keypoints): {str(error).splitlines()[0]}"
+            ) from error
     return torch.as_tensor(np.asarray(areas), dtype=torch.float32, device=points.device)
 
 
-def normalize_kp(kp_source: dict, kp_driving: dict, kp_driving_initial: dict, adapt_movement_scale: bool = False,
-                 use_relative_movement: bool = True, use_relative_jacobian: bool = True) -> dict:
+def normalize_kp(
+    kp_source: dict,
+    kp_driving: dict,
+    kp_driving_initial: dict,
+    adapt_movement_scale: bool = False,
+    use_relative_movement: bool = True,
+    use_relative_jacobian: bool = True,
+) -> dict:
     """Keypoints to feed the generator for animating kp_source by kp_driving's motion.
 
     Dicts hold "value" (B, K, 2) and optionally "jacobian" (B, K, 2, 2). As in the reference, the Jacobian is
@@ -56,6 +64,8 @@ def normalize_kp(kp_source: dict, kp_driving: dict, kp_driving_initial: dict, ad
             if "jacobian" not in kp:
                 raise ValueError(f"use_relative_jacobian needs a 'jacobian' entry in {name}")
         jacobian_dtype = kp_driving["jacobian"].dtype
-        relative = kp_driving["jacobian"].float() @ inverse_2x2(kp_driving_initial["jacobian"])  # (B, K, 2, 2)
+        relative = kp_driving["jacobian"].float() @ inverse_2x2(
+            kp_driving_initial["jacobian"]
+        )  # (B, K, 2, 2)
         kp_new["jacobian"] = (relative @ kp_source["jacobian"].float()).to(jacobian_dtype)
     return kp_new

@@ -151,7 +151,6 @@ class ReenactmentTask(LightningModule):
                 self._clip_and_step(by_name[name])
 
         logged = {f"train/{k}": v.detach() for k, v in losses.items()}
-        logged["train/loss"] = total.detach()
         if self.discriminator is not None:
             d_opt = by_name[DISCRIMINATOR]
             d_opt.zero_grad(set_to_none=True)
@@ -163,9 +162,9 @@ class ReenactmentTask(LightningModule):
             self.manual_backward(d_loss)
             self._clip_and_step(d_opt)
             logged["train/discriminator_gan"] = d_loss.detach()
-        self.log_dict(logged, on_step=True, on_epoch=True, batch_size=source.shape[0])
-        self.log("train/loss_step", total.detach(), on_step=True, on_epoch=False, prog_bar=True,
-                 batch_size=source.shape[0], logger=False)
+        batch_size = source.shape[0]
+        self.log_dict(logged, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log("train/loss", total.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
 
     def _clip_and_step(self, optimizer: Any) -> None:
         if self.grad_clip_val:

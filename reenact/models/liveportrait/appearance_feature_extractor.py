@@ -55,8 +55,10 @@ class AppearanceFeatureExtractor(nn.Module):
 
     def forward(self, source_image: torch.Tensor) -> torch.Tensor:
         if source_image.dim() != 4 or source_image.shape[1] != self.image_channel:
-            raise ValueError(f"AppearanceFeatureExtractor: expected (B, {self.image_channel}, H, W), got "
-                             f"{tuple(source_image.shape)}")
+            raise ValueError(
+                f"AppearanceFeatureExtractor: expected (B, {self.image_channel}, H, W), got "
+                f"{tuple(source_image.shape)}"
+            )
         out = self.first(source_image)  # (B, be, H, W)
         for block in self.down_blocks:
             out = block(out)  # (B, C, H/2^i, W/2^i)

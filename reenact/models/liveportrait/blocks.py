@@ -19,8 +19,9 @@ from torch.nn.utils.parametrizations import spectral_norm
 class SameBlock2d(nn.Module):
     """conv -> BN -> ReLU (or LeakyReLU(0.01)) at constant resolution; (B, C_in, H, W) -> (B, C_out, H, W)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1,
-                 lrelu: bool = False) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, kernel_size: int = 3, padding: int = 1, lrelu: bool = False
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding)
         self.norm = nn.BatchNorm2d(out_features, affine=True)
@@ -144,14 +145,15 @@ class Hourglass3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         factor = 2**self.num_blocks
         if x.shape[-1] % factor or x.shape[-2] % factor:
-            raise ValueError(f"Hourglass3d: H, W = {tuple(x.shape[-2:])} must be divisible by 2**num_blocks = "
-                             f"{factor}")
+            raise ValueError(
+                f"Hourglass3d: H, W = {tuple(x.shape[-2:])} must be divisible by 2**num_blocks = {factor}"
+            )
         return self.decoder(self.encoder(x))
 
 
 class SPADE(nn.Module):
-    """Spatially-adaptive normalisation: instance-normalise x, then modulate it with a per-pixel scale and shift
-    predicted from the conditioning map resized to x; out = norm(x) * (1 + gamma) + beta."""
+    """Spatially-adaptive normalisation: instance-normalise x, then modulate it with a per-pixel scale and
+    shift predicted from the conditioning map resized to x; out = norm(x) * (1 + gamma) + beta."""
 
     def __init__(self, norm_nc: int, label_nc: int, hidden: int = 128) -> None:
         super().__init__()
@@ -171,17 +173,17 @@ class SPADEResnetBlock(nn.Module):
     """Residual block of two SPADE -> LeakyReLU(0.2) -> spectral-normalised 3x3 conv units, with a learned
     SPADE + 1x1 shortcut when the width changes; (B, fin, H, W) -> (B, fout, H, W)."""
 
-    def __init__(self, fin: int, fout: int, label_nc: int) -> None:
+    def __init__(self, fin: int, fout: int, label_nc: int, spade_hidden: int = 128) -> None:
         super().__init__()
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
         self.conv_0 = spectral_norm(nn.Conv2d(fin, fmiddle, kernel_size=3, padding=1))
         self.conv_1 = spectral_norm(nn.Conv2d(fmiddle, fout, kernel_size=3, padding=1))
-        self.norm_0 = SPADE(fin, label_nc)
-        self.norm_1 = SPADE(fmiddle, label_nc)
+        self.norm_0 = SPADE(fin, label_nc, spade_hidden)
+        self.norm_1 = SPADE(fmiddle, label_nc, spade_hidden)
         if self.learned_shortcut:
             self.conv_s = spectral_norm(nn.Conv2d(fin, fout, kernel_size=1, bias=False))
-            self.norm_s = SPADE(fin, label_nc)
+            self.norm_s = SPADE(fin, label_nc, spade_hidden)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x

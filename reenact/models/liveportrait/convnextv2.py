@@ -87,19 +87,30 @@ class ConvNeXtV2(nn.Module):
         super().__init__()
         depths, dims = [int(d) for d in depths], [int(d) for d in dims]
         if len(depths) != len(dims) or not depths:
-            raise ValueError(f"ConvNeXtV2: depths {depths} and dims {dims} must be non-empty and of equal length")
+            raise ValueError(
+                f"ConvNeXtV2: depths {depths} and dims {dims} must be non-empty and of equal length"
+            )
         self.out_dim = dims[-1]
         self.downsample_layers = nn.ModuleList()
-        self.downsample_layers.append(nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4),
-                                                    LayerNormChannelsFirst(dims[0])))
+        self.downsample_layers.append(
+            nn.Sequential(
+                nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNormChannelsFirst(dims[0])
+            )
+        )
         for i in range(1, len(dims)):
-            self.downsample_layers.append(nn.Sequential(LayerNormChannelsFirst(dims[i - 1]),
-                                                        nn.Conv2d(dims[i - 1], dims[i], kernel_size=2, stride=2)))
+            self.downsample_layers.append(
+                nn.Sequential(
+                    LayerNormChannelsFirst(dims[i - 1]),
+                    nn.Conv2d(dims[i - 1], dims[i], kernel_size=2, stride=2),
+                )
+            )
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # deeper blocks drop more often
         self.stages = nn.ModuleList()
         offset = 0
         for depth, dim in zip(depths, dims, strict=True):
-            self.stages.append(nn.Sequential(*[ConvNeXtV2Block(dim, rates[offset + j]) for j in range(depth)]))
+            self.stages.append(
+                nn.Sequential(*[ConvNeXtV2Block(dim, rates[offset + j]) for j in range(depth)])
+            )
             offset += depth
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.apply(self._init_weights)

@@ -9,8 +9,8 @@ occlusion map:
    motion, no Jacobians), plus the identity grid as a background motion;
 3. warp the compressed volume by each sparse motion;
 4. Gaussian heatmap differences G(x_d) - G(x_s) per keypoint, a zero map for the background;
-5. a 3D hourglass over their concatenation, a 7x7x7 conv and a softmax over the K + 1 motions give masks;
-   the deformation is the mask-weighted sum of the sparse motions;
+5. a 3D hourglass over their concatenation, a 7x7x7 conv (``mask_kernel_size``) and a softmax over the
+   K + 1 motions give masks; the deformation is the mask-weighted sum of the sparse motions;
 6. optionally, the hourglass output with depth folded into channels gives a sigmoid occlusion map.
 
 Because the masks sum to one, equal source and driving keypoints give exactly the identity grid.
@@ -38,7 +38,8 @@ class DenseMotionParams:
 
     Defaults are the seed's; LivePortrait's released W uses block_expansion=32, num_blocks=5,
     max_features=1024, compress=4, reshape_depth=16. ``kp_variance`` is the Gaussian heatmap variance in
-    normalised coordinates (0.01 in LivePortrait).
+    normalised coordinates (0.01 in LivePortrait); ``mask_kernel_size`` is the (odd) cube size of the mask
+    conv (7 in LivePortrait, where it is a quarter of W's compute; 3 suits shallow volumes).
     """
 
     block_expansion: int = 64
@@ -47,6 +48,7 @@ class DenseMotionParams:
     compress: int = 4
     reshape_depth: int = 16
     kp_variance: float = 0.01
+    mask_kernel_size: int = 7
 
     @classmethod
     def from_any(cls, params: DenseMotionParams | Mapping[str, Any] | None) -> DenseMotionParams:
@@ -87,24 +89,36 @@ class DenseMotionNetwork(nn.Module):
         compress: int,
         estimate_occlusion_map: bool = False,
         kp_variance: float = 0.01,
+        mask_kernel_size: int = 7,
     ) -> None:
         super().__init__()
+        if mask_kernel_size < 1 or mask_kernel_size % 2 == 0:
+            raise ValueError(
+                f"DenseMotionNetwork: mask_kernel_size must be odd and positive, got {mask_kernel_size}"
+            )
         self.num_kp = num_kp
         self.kp_variance = kp_variance
         self.reshape_depth = reshape_depth
         # per motion: the warped compressed feature plus one heatmap-difference channel
-        self.hourglass = Hourglass3d(block_expansion=block_expansion, in_features=(num_kp + 1) * (compress + 1),
-                                     num_blocks=num_blocks, max_features=max_features)
+        self.hourglass = Hourglass3d(
+            block_expansion=block_expansion,
+            in_features=(num_kp + 1) * (compress + 1),
+            num_blocks=num_blocks,
+            max_features=max_features,
+        )
         out_filters = self.hourglass.out_filters
-        self.mask = nn.Conv3d(out_filters, num_kp + 1, kernel_size=7, padding=3)
+        self.mask = nn.Conv3d(
+            out_filters, num_kp + 1, kernel_size=mask_kernel_size, padding=mask_kernel_size // 2
+        )
         self.compress = nn.Conv3d(feature_channel, compress, kernel_size=1)
         self.norm = nn.BatchNorm3d(compress, affine=True)
         self.occlusion: nn.Conv2d | None = None
         if estimate_occlusion_map:
             self.occlusion = nn.Conv2d(out_filters * reshape_depth, 1, kernel_size=7, padding=3)
 
-    def create_sparse_motions(self, spatial: tuple[int, int, int], kp_driving: torch.Tensor,
-                              kp_source: torch.Tensor) -> torch.Tensor:
+    def create_sparse_motions(
+        self, spatial: tuple[int, int, int], kp_driving: torch.Tensor, kp_source: torch.Tensor
+    ) -> torch.Tensor:
         """(B, K+1, D, H, W, 3): where each driving voxel samples the source under each keypoint's motion;
         index 0 is the identity (background) motion."""
         bs, num_kp, _ = kp_driving.shape
@@ -123,22 +137,29 @@ class DenseMotionNetwork(nn.Module):
         deformed = warp(repeated, sparse_motions.reshape(bs * n, d, h, w, 3))
         return deformed.view(bs, n, c, d, h, w)
 
-    def create_heatmap_representations(self, spatial: tuple[int, int, int], kp_driving: torch.Tensor,
-                                       kp_source: torch.Tensor) -> torch.Tensor:
+    def create_heatmap_representations(
+        self, spatial: tuple[int, int, int], kp_driving: torch.Tensor, kp_source: torch.Tensor
+    ) -> torch.Tensor:
         """(B, K+1, 1, D, H, W): G(x_d) - G(x_s), with a zero map for the background motion."""
-        heatmap = (kp2gaussian(kp_driving, spatial, self.kp_variance)
-                   - kp2gaussian(kp_source, spatial, self.kp_variance))  # (B, K, D, H, W)
+        heatmap = kp2gaussian(kp_driving, spatial, self.kp_variance) - kp2gaussian(
+            kp_source, spatial, self.kp_variance
+        )  # (B, K, D, H, W)
         background = torch.zeros_like(heatmap[:, :1])
         return torch.cat([background, heatmap], dim=1).unsqueeze(2)
 
-    def forward(self, feature: torch.Tensor, kp_driving: torch.Tensor,
-                kp_source: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    def forward(
+        self, feature: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor
+    ) -> dict[str, torch.Tensor | None]:
         if kp_driving.shape != kp_source.shape or kp_driving.shape[1:] != (self.num_kp, 3):
-            raise ValueError(f"DenseMotionNetwork: kp_driving {tuple(kp_driving.shape)} and kp_source "
-                             f"{tuple(kp_source.shape)} must both be (B, {self.num_kp}, 3)")
+            raise ValueError(
+                f"DenseMotionNetwork: kp_driving {tuple(kp_driving.shape)} and kp_source "
+                f"{tuple(kp_source.shape)} must both be (B, {self.num_kp}, 3)"
+            )
         bs, _, d, h, w = feature.shape
         if d != self.reshape_depth:
-            raise ValueError(f"DenseMotionNetwork: feature depth {d} differs from reshape_depth {self.reshape_depth}")
+            raise ValueError(
+                f"DenseMotionNetwork: feature depth {d} differs from reshape_depth {self.reshape_depth}"
+            )
         spatial = (d, h, w)
         feature = F.relu(self.norm(self.compress(feature)))  # (B, c, D, H, W)
         sparse_motions = self.create_sparse_motions(spatial, kp_driving, kp_source)  # (B, K+1, D, H, W, 3)

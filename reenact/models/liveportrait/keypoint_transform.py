@@ -32,6 +32,11 @@ def bins_to_degrees(logits: torch.Tensor) -> torch.Tensor:
     return (expected_bin - (num_bins - 1) / 2) * BIN_WIDTH_DEGREES
 
 
+def _stack_3x3(rows: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Three rows of three (B,) tensors -> (B, 3, 3)."""
+    return torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
+
+
 def rotation_matrix(pitch: torch.Tensor, yaw: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
     """Transposed head rotation from angles in degrees; each (B,) -> (B, 3, 3) equal to (Rz Ry Rx)^T.
 
@@ -40,35 +45,38 @@ def rotation_matrix(pitch: torch.Tensor, yaw: torch.Tensor, roll: torch.Tensor) 
     """
     x, y, z = (a.reshape(-1) * (math.pi / 180.0) for a in (pitch, yaw, roll))
     one, zero = torch.ones_like(x), torch.zeros_like(x)
-    rot_x = torch.stack([one, zero, zero,
-                         zero, x.cos(), -x.sin(),
-                         zero, x.sin(), x.cos()], dim=1).view(-1, 3, 3)
-    rot_y = torch.stack([y.cos(), zero, y.sin(),
-                         zero, one, zero,
-                         -y.sin(), zero, y.cos()], dim=1).view(-1, 3, 3)
-    rot_z = torch.stack([z.cos(), -z.sin(), zero,
-                         z.sin(), z.cos(), zero,
-                         zero, zero, one], dim=1).view(-1, 3, 3)
+    cx, sx, cy, sy, cz, sz = x.cos(), x.sin(), y.cos(), y.sin(), z.cos(), z.sin()
+    rot_x = _stack_3x3([[one, zero, zero], [zero, cx, -sx], [zero, sx, cx]])
+    rot_y = _stack_3x3([[cy, zero, sy], [zero, one, zero], [-sy, zero, cy]])
+    rot_z = _stack_3x3([[cz, -sz, zero], [sz, cz, zero], [zero, zero, one]])
     return (rot_z @ rot_y @ rot_x).transpose(1, 2)
 
 
-def transform_keypoints(kp_canonical: torch.Tensor, rotation: torch.Tensor, exp: torch.Tensor,
-                        scale: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def transform_keypoints(
+    kp_canonical: torch.Tensor,
+    rotation: torch.Tensor,
+    exp: torch.Tensor,
+    scale: torch.Tensor,
+    t: torch.Tensor,
+) -> torch.Tensor:
     """x = s * (x_c @ R + delta) + (t_x, t_y, 0).
 
     kp_canonical, exp: (B, K, 3); rotation: (B, 3, 3) from :func:`rotation_matrix`; scale: (B, 1);
     t: (B, 3). Returns (B, K, 3). t_z is ignored because depth translation is not observable in one image.
     """
     if kp_canonical.shape != exp.shape or kp_canonical.dim() != 3 or kp_canonical.shape[-1] != 3:
-        raise ValueError(f"transform_keypoints: kp_canonical {tuple(kp_canonical.shape)} and exp "
-                         f"{tuple(exp.shape)} must both be (B, K, 3)")
+        raise ValueError(
+            f"transform_keypoints: kp_canonical {tuple(kp_canonical.shape)} and exp "
+            f"{tuple(exp.shape)} must both be (B, K, 3)"
+        )
     out = (kp_canonical @ rotation + exp) * scale.view(-1, 1, 1)  # (B, K, 3)
     shift = torch.cat([t[:, :2], torch.zeros_like(t[:, 2:3])], dim=1)  # (B, 3) with t_z = 0
     return out + shift.unsqueeze(1)
 
 
-def motion_to_keypoints(motion: dict[str, torch.Tensor],
-                        kp_canonical: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def motion_to_keypoints(
+    motion: dict[str, torch.Tensor], kp_canonical: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Add ``rotation`` (B, 3, 3) and ``value`` (B, K, 3) transformed keypoints to a motion dict from M.
 
     ``kp_canonical`` replaces the dict's own canonical keypoints when given (face-vid2vid's training

@@ -40,7 +40,9 @@ class MotionExtractor(nn.Module):
         super().__init__()
         self.num_kp = num_kp
         self.num_bins = num_bins
-        self.detector = ConvNeXtV2(in_chans=image_channel, depths=depths, dims=dims, drop_path_rate=drop_path_rate)
+        self.detector = ConvNeXtV2(
+            in_chans=image_channel, depths=depths, dims=dims, drop_path_rate=drop_path_rate
+        )
         feat = self.detector.out_dim
         self.fc_kp = nn.Linear(feat, num_kp * 3)
         self.fc_exp = nn.Linear(feat, num_kp * 3)
@@ -49,7 +51,15 @@ class MotionExtractor(nn.Module):
         self.fc_roll = nn.Linear(feat, num_bins)
         self.fc_t = nn.Linear(feat, 3)
         self.fc_scale = nn.Linear(feat, 1)
-        for head in (self.fc_kp, self.fc_exp, self.fc_pitch, self.fc_yaw, self.fc_roll, self.fc_t, self.fc_scale):
+        for head in (
+            self.fc_kp,
+            self.fc_exp,
+            self.fc_pitch,
+            self.fc_yaw,
+            self.fc_roll,
+            self.fc_t,
+            self.fc_scale,
+        ):
             nn.init.trunc_normal_(head.weight, std=0.02)
             nn.init.zeros_(head.bias)
         # Scale multiplies every keypoint: starting at 1 instead of 0 keeps the keypoints spread out from the

@@ -7,8 +7,8 @@ the feature resolution (``G_middle_i``), then ``num_down_blocks`` rounds of near
 SPADE residual block (``up_i``) back to the input image resolution, LeakyReLU(0.2), ``conv_img`` (a 3x3
 conv, followed by PixelShuffle when ``upscale`` > 1 for super-resolution) and a sigmoid.
 At LivePortrait's released sizes (upscale 2, block_expansion 64, max_features 512, 2 down blocks,
-64 output channels, 6 middle blocks) a (B, 256, 64, 64) feature becomes a (B, 3, 512, 512) image and the
-network has 55,365,388 parameters.
+64 output channels, 6 middle blocks, SPADE hidden width 128) a (B, 256, 64, 64) feature becomes a
+(B, 3, 512, 512) image and the network has 55,365,388 parameters.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class SPADEDecoder(nn.Module):
         out_channels: int = 64,
         num_down_blocks: int = 2,
         num_middle_blocks: int = 6,
+        spade_hidden: int = 128,
     ) -> None:
         super().__init__()
         if isinstance(upscale, bool) or not isinstance(upscale, int) or upscale < 1:
@@ -47,23 +48,27 @@ class SPADEDecoder(nn.Module):
         width = 2 * self.input_channels
         self.fc = nn.Conv2d(self.input_channels, width, kernel_size=3, padding=1)
         for i in range(num_middle_blocks):
-            self.add_module(f"G_middle_{i}", SPADEResnetBlock(width, width, label_nc))
+            self.add_module(f"G_middle_{i}", SPADEResnetBlock(width, width, label_nc, spade_hidden))
         for i in range(num_down_blocks):
             last = i == num_down_blocks - 1
             fout = out_channels if last else min(max_features, block_expansion * (2 ** (num_down_blocks - i)))
-            self.add_module(f"up_{i}", SPADEResnetBlock(width, fout, label_nc))
+            self.add_module(f"up_{i}", SPADEResnetBlock(width, fout, label_nc, spade_hidden))
             width = fout
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         if upscale == 1:
             self.conv_img: nn.Module = nn.Conv2d(out_channels, 3, kernel_size=3, padding=1)
         else:
             # predict upscale^2 sub-pixels per output pixel, then rearrange them: a learned super-resolution
-            self.conv_img = nn.Sequential(nn.Conv2d(out_channels, 3 * upscale * upscale, kernel_size=3, padding=1),
-                                          nn.PixelShuffle(upscale_factor=upscale))
+            self.conv_img = nn.Sequential(
+                nn.Conv2d(out_channels, 3 * upscale * upscale, kernel_size=3, padding=1),
+                nn.PixelShuffle(upscale_factor=upscale),
+            )
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         if feature.dim() != 4 or feature.shape[1] != self.input_channels:
-            raise ValueError(f"SPADEDecoder: expected (B, {self.input_channels}, h, w), got {tuple(feature.shape)}")
+            raise ValueError(
+                f"SPADEDecoder: expected (B, {self.input_channels}, h, w), got {tuple(feature.shape)}"
+            )
         seg = feature  # (B, C_in, h, w)
         x = self.fc(feature)  # (B, 2*C_in, h, w)
         for i in range(self.num_middle_blocks):

@@ -44,8 +44,8 @@ class WarpingNetwork(nn.Module):
     that runs, and LivePortrait's max_features=512 builds the same network with the same parameter count.
 
     ``dense_motion_params`` is a :class:`DenseMotionParams` or a mapping (Hydra passes a DictConfig) with
-    keys block_expansion, num_blocks, max_features, compress, reshape_depth, kp_variance; unknown keys
-    raise, missing keys take the seed's defaults. ``estimate_occlusion_map=False`` gives
+    keys block_expansion, num_blocks, max_features, compress, reshape_depth, kp_variance, mask_kernel_size;
+    unknown keys raise, missing keys take the seed's defaults. ``estimate_occlusion_map=False`` gives
     ``occlusion_map=None`` and no masking; ``flag_use_occlusion_map=False`` keeps the map in the output but
     does not multiply ``out`` by it. ``upscale`` > 1 bilinearly enlarges ``out`` and the occlusion map by
     that integer factor (1, LivePortrait's setting, leaves them at the volume resolution).
@@ -85,9 +85,11 @@ class WarpingNetwork(nn.Module):
             compress=params.compress,
             estimate_occlusion_map=estimate_occlusion_map,
             kp_variance=params.kp_variance,
+            mask_kernel_size=params.mask_kernel_size,
         )
-        self.third = SameBlock2d(reshape_channel * params.reshape_depth, self.out_channels, kernel_size=3,
-                                 padding=1, lrelu=True)
+        self.third = SameBlock2d(
+            reshape_channel * params.reshape_depth, self.out_channels, kernel_size=3, padding=1, lrelu=True
+        )
         self.fourth = nn.Conv2d(self.out_channels, self.out_channels, kernel_size=1, stride=1)
 
     @staticmethod
@@ -96,11 +98,14 @@ class WarpingNetwork(nn.Module):
         coordinates in [-1, 1] (align_corners=True, zero padding outside). Returns (B, C, D, H, W)."""
         return warp(inp, deformation)
 
-    def forward(self, feature_3d: torch.Tensor, kp_driving: torch.Tensor,
-                kp_source: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    def forward(
+        self, feature_3d: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor
+    ) -> dict[str, torch.Tensor | None]:
         if feature_3d.dim() != 5 or feature_3d.shape[1:3] != (self.reshape_channel, self.reshape_depth):
-            raise ValueError(f"WarpingNetwork: feature_3d must be (B, {self.reshape_channel}, {self.reshape_depth}, "
-                             f"H, W), got {tuple(feature_3d.shape)}")
+            raise ValueError(
+                f"WarpingNetwork: feature_3d must be (B, {self.reshape_channel}, {self.reshape_depth}, "
+                f"H, W), got {tuple(feature_3d.shape)}"
+            )
         dense_motion = self.dense_motion_network(feature_3d, kp_driving, kp_source)
         deformation = dense_motion["deformation"]  # (B, D, H, W, 3)
         occlusion_map = dense_motion["occlusion_map"]  # (B, 1, H, W) or None
@@ -115,6 +120,7 @@ class WarpingNetwork(nn.Module):
         if self.upscale > 1:
             out = F.interpolate(out, scale_factor=self.upscale, mode="bilinear", align_corners=True)
             if occlusion_map is not None:
-                occlusion_map = F.interpolate(occlusion_map, scale_factor=self.upscale, mode="bilinear",
-                                              align_corners=True)
+                occlusion_map = F.interpolate(
+                    occlusion_map, scale_factor=self.upscale, mode="bilinear", align_corners=True
+                )
         return {"out": out, "occlusion_map": occlusion_map, "deformation": deformation}

@@ -1,0 +1,139 @@
+"""The LivePortrait-style reenactment model: F, M, W and G wired together for a family-agnostic task.
+
+Training convention (face-vid2vid's, for same-identity source/driving pairs): M runs on both frames; the
+source keypoints are the source's canonical keypoints under the source's pose, expression, scale and
+translation; the driving keypoints apply the *driving* frame's pose, expression, scale and translation to
+the *source's* canonical keypoints (``driving_uses_source_canonical=True``), because canonical keypoints
+describe identity. F encodes the source into a feature volume, W warps it from the source to the driving
+keypoints and G renders the prediction. Images are RGB in [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from reenact.models.geometry import warp
+from reenact.models.liveportrait.appearance_feature_extractor import AppearanceFeatureExtractor
+from reenact.models.liveportrait.keypoint_transform import motion_to_keypoints
+from reenact.models.liveportrait.motion_extractor import MotionExtractor
+from reenact.models.liveportrait.spade_decoder import SPADEDecoder
+from reenact.models.liveportrait.warping_network import WarpingNetwork
+
+KeypointDict = dict[str, torch.Tensor]
+
+
+class LivePortraitModel(nn.Module):
+    """F + M + W + G. ``forward(source, driving)`` returns
+
+    - ``prediction`` (B, 3, H', W') in [0, 1]; H' = H * W.upscale * G.upscale when F and G use the same
+      number of down blocks (H' = H for the small preset, 2H at the released sizes);
+    - ``kp_source``, ``kp_driving``: M's motion dict (``kp_canonical``, ``exp`` (B, K, 3), ``pitch_bins``,
+      ``yaw_bins``, ``roll_bins`` (B, num_bins) logits, ``pitch``, ``yaw``, ``roll`` (B,) degrees,
+      ``t`` (B, 3),
+      ``scale`` (B, 1)) plus ``rotation`` (B, 3, 3) and ``value`` (B, K, 3), the transformed keypoints.
+      ``kp_driving["kp_canonical"]`` is the driving frame's own detection; its ``value`` uses the source's
+      canonical keypoints unless ``driving_uses_source_canonical`` is False;
+    - ``deformation`` (B, D, h, w, 3), ``occlusion_map`` (B, 1, h, w) or None;
+    - ``deformed`` (B, 3, H, W): the source image warped by the depth-averaged (x, y) deformation, a
+      detached 2D visualisation of the 3D warp.
+    """
+
+    family: ClassVar[str] = "liveportrait"
+
+    def __init__(
+        self,
+        appearance_feature_extractor: AppearanceFeatureExtractor,
+        motion_extractor: MotionExtractor,
+        warping_network: WarpingNetwork,
+        spade_decoder: SPADEDecoder,
+        driving_uses_source_canonical: bool = True,
+    ) -> None:
+        super().__init__()
+        f, m, w, g = appearance_feature_extractor, motion_extractor, warping_network, spade_decoder
+        if (f.reshape_channel, f.reshape_depth) != (w.reshape_channel, w.reshape_depth):
+            raise ValueError(
+                f"LivePortraitModel: F's volume (C={f.reshape_channel}, D={f.reshape_depth}) differs "
+                f"from W's (C={w.reshape_channel}, D={w.reshape_depth})"
+            )
+        if m.num_kp != w.num_kp:
+            raise ValueError(f"LivePortraitModel: M predicts {m.num_kp} keypoints but W expects {w.num_kp}")
+        if w.out_channels != g.input_channels:
+            raise ValueError(
+                f"LivePortraitModel: W outputs {w.out_channels} channels but G expects {g.input_channels}"
+            )
+        self.appearance_feature_extractor = f
+        self.motion_extractor = m
+        self.warping_network = w
+        self.spade_decoder = g
+        self.driving_uses_source_canonical = driving_uses_source_canonical
+
+    def detect(self, image: torch.Tensor) -> KeypointDict:
+        """M on one batch of images; motion dict plus ``rotation`` and ``value`` (own canonical keypoints)."""
+        return motion_to_keypoints(self.motion_extractor(image))
+
+    def generate(
+        self,
+        source: torch.Tensor,
+        kp_source: KeypointDict | torch.Tensor,
+        kp_driving: KeypointDict | torch.Tensor,
+    ) -> dict[str, torch.Tensor | None]:
+        """F + W + G for given keypoints (dicts with ``value`` (B, K, 3), or the (B, K, 3) tensors
+        themselves), e.g. relative-motion keypoints at animation time."""
+        feature_3d = self.appearance_feature_extractor(source)  # (B, C, D, h, w)
+        warped = self.warping_network(feature_3d, _kp_value(kp_driving), _kp_value(kp_source))
+        prediction = self.spade_decoder(warped["out"])  # (B, 3, H', W')
+        deformation: torch.Tensor = warped["deformation"]  # always a tensor; the occlusion map may be None
+        return {
+            "prediction": prediction,
+            "deformation": deformation,
+            "occlusion_map": warped["occlusion_map"],
+            "deformed": self.deformed_image(source, deformation),
+        }
+
+    def forward(
+        self, source: torch.Tensor, driving: torch.Tensor
+    ) -> dict[str, torch.Tensor | KeypointDict | None]:
+        if source.shape == driving.shape:
+            # M has no batch statistics (LayerNorm only), so one batched call equals two separate calls
+            both = self.motion_extractor(torch.cat([source, driving], dim=0))
+            motion_s = {k: v[: source.shape[0]] for k, v in both.items()}
+            motion_d = {k: v[source.shape[0] :] for k, v in both.items()}
+        else:
+            motion_s, motion_d = self.motion_extractor(source), self.motion_extractor(driving)
+        kp_source = motion_to_keypoints(motion_s)
+        canonical = kp_source["kp_canonical"] if self.driving_uses_source_canonical else None
+        kp_driving = motion_to_keypoints(motion_d, kp_canonical=canonical)
+        generated = self.generate(source, kp_source, kp_driving)
+        return {**generated, "kp_source": kp_source, "kp_driving": kp_driving}
+
+    @staticmethod
+    def deformed_image(image: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
+        """Warp ``image`` (B, 3, H, W) by the depth-averaged (x, y) of ``deformation`` (B, D, h, w, 3);
+        detached, for visualisation."""
+        flow_2d = deformation.detach()[..., :2].mean(dim=1)  # (B, h, w, 2), resized to (H, W) by warp
+        return warp(image.detach(), flow_2d)
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameter groups for the task's optimisers: M alone, and F + W + G as the generator."""
+        generator = [
+            *self.appearance_feature_extractor.parameters(),
+            *self.warping_network.parameters(),
+            *self.spade_decoder.parameters(),
+        ]
+        return {"motion_extractor": list(self.motion_extractor.parameters()), "generator": generator}
+
+    @staticmethod
+    def keypoints_2d(kp: KeypointDict) -> torch.Tensor:
+        """(x, y) of the transformed keypoints for drawing; (B, K, 2) in normalised [-1, 1] coordinates."""
+        return kp["value"][..., :2]
+
+
+def _kp_value(kp: KeypointDict | torch.Tensor) -> torch.Tensor:
+    if isinstance(kp, torch.Tensor):
+        return kp
+    if "value" not in kp:
+        raise KeyError(f"keypoint dict has no 'value' entry (keys: {', '.join(kp)})")
+    return kp["value"]
