@@ -23,6 +23,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from reenact.metrics.sources import EvaluationInputError
+from reenact.utils.config_check import check_instantiable
 from reenact.utils.hydra_utils import CONFIG_DIR, VERSION_BASE
 
 log = logging.getLogger("reenact.evaluate")
@@ -48,8 +49,11 @@ def resolve_mode(cfg: DictConfig) -> str:
                 raise EvaluationInputError(f"{key} is required to score existing videos (pred_dir=DIR gt_dir=DIR)")
             if not Path(cfg[key]).is_dir():
                 raise EvaluationInputError(f"{key}: no such directory: {cfg[key]}")
-    elif cfg.get("ckpt_path") is None:
-        raise EvaluationInputError(f"mode={mode} needs ckpt_path=CKPT (a checkpoint file or a run directory)")
+    else:
+        if cfg.get("ckpt_path") is None:
+            raise EvaluationInputError(f"mode={mode} needs ckpt_path=CKPT (a checkpoint file or a run directory)")
+        if cfg.get("save_videos") and cfg.get("save_format") not in ("mp4", "png"):
+            raise EvaluationInputError(f"save_format={cfg.get('save_format')!r}; choose mp4 or png")
     return mode
 
 
@@ -64,8 +68,11 @@ def build_suite(cfg: DictConfig, mode: str) -> Any:
             log.info("cross-identity mode has no pixel ground truth: not computing %s", ", ".join(dropped))
         names = [n for n in names if n in CROSS_METRICS]
         if not names:
-            raise EvaluationInputError(f"cross mode computes only {', '.join(CROSS_METRICS)}; "
-                                       f"metrics.names={list(cfg.metrics.names)} leaves nothing")
+            raise EvaluationInputError(
+                f"cross mode computes only {', '.join(CROSS_METRICS)}; "
+                f"metrics.names={list(cfg.metrics.names)} leaves nothing"
+            )
+    check_instantiable(cfg.metrics, "metrics")  # typos and wrongly typed values, before anything loads
     try:
         return instantiate(cfg.metrics, names=names)
     except Exception as exc:  # an unavailable backend (package, weights) or a wrong setting
@@ -82,8 +89,9 @@ def resolve_test_folder(cfg: DictConfig) -> Path:
         settings = OmegaConf.to_container(data.synthetic, resolve=True)
         root = ensure_synthetic_dataset(settings.pop("cache_dir"), **settings)
     if root is None:
-        raise EvaluationInputError("data.root is required for reconstruction/cross evaluation "
-                                   "(e.g. data=voxceleb data.root=/path/to/vox)")
+        raise EvaluationInputError(
+            "data.root is required for reconstruction/cross evaluation (e.g. data=voxceleb data.root=/path/to/vox)"
+        )
     root = Path(root)
     folder = root / cfg.split if cfg.get("split") and (root / cfg.split).is_dir() else root
     if not folder.is_dir():
@@ -116,14 +124,23 @@ def run_protocol(cfg: DictConfig, mode: str, suite: Any) -> dict[str, Any]:
     drivings = _video_dataset(folder, model.frame_size, max_frames, max_videos if mode != "cross" else None)
     inputs = {"ckpt_path": str(cfg.ckpt_path), "test_folder": str(folder), "frame_size": model.frame_size}
     if mode == "reconstruction":
-        protocols.score_reconstruction(suite, model, drivings, cfg.batch_size, save_dir, cfg.save_format,
-                                       cfg.save_fps)
+        protocols.score_reconstruction(suite, model, drivings, cfg.batch_size, save_dir, cfg.save_format, cfg.save_fps)
         return inputs
     source_folder = Path(cfg.cross.source_root) if cfg.cross.get("source_root") else folder
     sources = _video_dataset(source_folder, model.frame_size, 1, None)  # frame 0 of each source video
     pairs = protocols.read_pairs_csv(cfg.cross.pairs_csv) if cfg.cross.get("pairs_csv") else None
-    extra = protocols.score_cross_identity(suite, model, sources, drivings, pairs, max_videos, cfg.cross.relative,
-                                           save_dir, cfg.save_format, cfg.save_fps)
+    extra = protocols.score_cross_identity(
+        suite,
+        model,
+        sources,
+        drivings,
+        pairs,
+        max_videos,
+        cfg.cross.relative,
+        save_dir,
+        cfg.save_format,
+        cfg.save_fps,
+    )
     return {**inputs, "source_folder": str(source_folder), "relative": bool(cfg.cross.relative), **extra}
 
 
@@ -136,14 +153,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     inputs = run_protocol(cfg, mode, suite)
     summary = suite.summary()
     output_dir = Path(cfg.output_dir)
-    payload = {"protocol": mode, **summary, "inputs": inputs, "environment": _environment(cfg),
-               "config": _plain_config(cfg)}
+    payload = {
+        "protocol": mode,
+        **summary,
+        "inputs": inputs,
+        "environment": _environment(cfg),
+        "config": _plain_config(cfg),
+    }
     path = write_metrics_json(output_dir / "metrics.json", payload)
     print(format_table(summary, suite.names, cfg.get("table_rows", 40)))
     for key in ("missing_ground_truth", "missing_prediction", "missing_pairs"):
         if inputs.get(key):
-            print(f"{key.replace('_', ' ')} ({len(inputs[key])}): {', '.join(inputs[key][:20])}"
-                  + (" ..." if len(inputs[key]) > 20 else ""))
+            print(
+                f"{key.replace('_', ' ')} ({len(inputs[key])}): {', '.join(inputs[key][:20])}"
+                + (" ..." if len(inputs[key]) > 20 else "")
+            )
     print(f"metrics written to {path}")
     for settings in _wandb_settings(cfg):
         log_to_wandb(summary, suite.names, settings, payload["config"])
@@ -167,8 +191,13 @@ def _environment(cfg: DictConfig) -> dict[str, Any]:
 
     from reenact.metrics.backends import package_version
 
-    return {"reenact": package_version("reenact"), "torch": torch.__version__, "python": platform.python_version(),
-            "device": str(cfg.device), "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    return {
+        "reenact": package_version("reenact"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(cfg.device),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def _plain_config(cfg: DictConfig) -> dict[str, Any]:
@@ -193,7 +222,10 @@ def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
     except (EvaluationInputError, *USER_ERRORS) as exc:
-        print(f"error: {_root_cause(exc) if not isinstance(exc, EvaluationInputError) else exc}", file=sys.stderr)
+        print(
+            f"error: {_root_cause(exc) if not isinstance(exc, EvaluationInputError) else exc}",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 

@@ -17,6 +17,7 @@ from PIL import Image
 from reenact.data.video import read_frames, write_video
 from reenact.evaluate import evaluate
 from reenact.metrics.sources import EvaluationInputError, video_name
+from reenact.utils.config_check import ConfigError
 from reenact.utils.hydra_utils import compose_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -27,15 +28,23 @@ def smooth_frames(seed: int, count: int = 6, size: int = 64) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size] / size
     colour = rng.uniform(0.2, 0.8, size=3)
-    frames = [np.stack([np.clip(c + 0.3 * np.sin(6 * x + t / 3 + k) * y, 0, 1) for k, c in enumerate(colour)], -1)
-              for t in range(count)]
+    frames = [
+        np.stack([np.clip(c + 0.3 * np.sin(6 * x + t / 3 + k) * y, 0, 1) for k, c in enumerate(colour)], -1)
+        for t in range(count)
+    ]
     return (np.stack(frames) * 255).round().astype(np.uint8)
 
 
 def run_cli(*overrides: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "-m", "reenact.evaluate", *overrides], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "reenact.evaluate", *overrides],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def config(tmp_path: Path, *overrides: str):
@@ -44,7 +53,7 @@ def config(tmp_path: Path, *overrides: str):
 
 
 class CopyDriving:
-    """Stand-in for reenact.api's model: reconstructs every frame perfectly, animates by copying the driving."""
+    """Stand-in for reenact.api's model: a perfect reconstruction; animation copies the driving."""
 
     frame_size = 32
 
@@ -75,9 +84,14 @@ def test_directories_mode_end_to_end(tmp_path: Path) -> None:
     Image.fromarray(np.concatenate(list(noisy_b.astype(np.uint8)), axis=1)).save(pred_dir / "clipB.mp4.png")
     write_video(pred_dir / "clipC.mp4", clip_b, 25)  # no ground truth
 
-    result = run_cli(f"pred_dir={pred_dir}", f"gt_dir={gt_dir}", f"hydra.run.dir={out}",
-                     "metrics.names=[l1,lpips,psnr,ssim,akd,mkr]", "metrics.landmark_backend=dlib",
-                     "metrics.lpips_pnet_rand=true")
+    result = run_cli(
+        f"pred_dir={pred_dir}",
+        f"gt_dir={gt_dir}",
+        f"hydra.run.dir={out}",
+        "metrics.names=[l1,lpips,psnr,ssim,akd,mkr]",
+        "metrics.landmark_backend=dlib",
+        "metrics.lpips_pnet_rand=true",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "OVERALL" in result.stdout and "missing ground truth (1): clipC" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -115,6 +129,8 @@ def test_unreadable_and_empty_inputs_raise_input_errors(tmp_path: Path) -> None:
         evaluate(config(tmp_path, f"pred_dir={pred_dir}", f"gt_dir={gt_dir}", "metrics.names=[l1]"))
     with pytest.raises(EvaluationInputError, match="nothing to evaluate"):
         evaluate(config(tmp_path))
+    with pytest.raises(ConfigError, match="metrics.lpips_pnet_rand: expected bool"):
+        evaluate(config(tmp_path, f"pred_dir={pred_dir}", f"gt_dir={gt_dir}", "metrics.lpips_pnet_rand=maybe"))
 
 
 def test_an_unavailable_landmark_backend_is_bad_input(tmp_path: Path) -> None:
@@ -139,8 +155,16 @@ def test_reconstruction_drives_every_frame_from_frame_0(tmp_path: Path, test_spl
     from reenact.data.datasets import VideoDataset
 
     monkeypatch.setattr("reenact.api.load_pretrained", lambda path, device: CopySource())
-    payload = evaluate(config(tmp_path, "ckpt_path=stand-in.ckpt", f"data.root={test_split}",
-                              "metrics.names=[l1,psnr]", "save_videos=true", "save_format=png"))
+    payload = evaluate(
+        config(
+            tmp_path,
+            "ckpt_path=stand-in.ckpt",
+            f"data.root={test_split}",
+            "metrics.names=[l1,psnr]",
+            "save_videos=true",
+            "save_format=png",
+        )
+    )
     assert payload["protocol"] == "reconstruction" and payload["counts"]["videos"] == 2
     for item in VideoDataset(test_split / "test", 32):
         video = item["video"]  # (T, 3, 32, 32)
@@ -149,13 +173,15 @@ def test_reconstruction_drives_every_frame_from_frame_0(tmp_path: Path, test_spl
     saved = tmp_path / "out" / "videos"
     assert sorted(p.name for p in saved.iterdir()) == ["id0001#000.png", "id0002#000.png"]
     # the lossless strips re-score to the same L1 in directories mode
-    rescored = evaluate(config(tmp_path / "again", f"pred_dir={saved}", f"gt_dir={test_split / 'test'}",
-                               "metrics.names=[l1]"))
+    rescored = evaluate(
+        config(tmp_path / "again", f"pred_dir={saved}", f"gt_dir={test_split / 'test'}", "metrics.names=[l1]")
+    )
     assert rescored["overall"]["l1"] == pytest.approx(payload["overall"]["l1"], abs=1e-6)
 
     monkeypatch.setattr("reenact.api.load_pretrained", lambda path, device: CopyDriving())
-    perfect = evaluate(config(tmp_path / "perfect", "ckpt_path=stand-in.ckpt", f"data.root={test_split}",
-                              "metrics.names=[l1]"))
+    perfect = evaluate(
+        config(tmp_path / "perfect", "ckpt_path=stand-in.ckpt", f"data.root={test_split}", "metrics.names=[l1]")
+    )
     assert perfect["overall"]["l1"] == 0.0
     assert json.loads((tmp_path / "perfect" / "out" / "metrics.json").read_text())["overall"]["l1"] == 0.0
 
@@ -173,8 +199,16 @@ def test_cross_identity_scores_pose_against_driving_and_identity_against_source(
     model = CopyDriving()
     model.frame_size = 128
     monkeypatch.setattr("reenact.api.load_pretrained", lambda path, device: model)
-    payload = evaluate(config(tmp_path, "mode=cross", "ckpt_path=stand-in.ckpt", f"data.root={root}",
-                              "metrics.names=[l1,akd,mkr,aed]", "metrics.landmark_backend=dlib"))
+    payload = evaluate(
+        config(
+            tmp_path,
+            "mode=cross",
+            "ckpt_path=stand-in.ckpt",
+            f"data.root={root}",
+            "metrics.names=[l1,akd,mkr,aed]",
+            "metrics.landmark_backend=dlib",
+        )
+    )
     assert list(payload["overall"]) == ["akd", "mkr", "aed"]  # no pixel ground truth in cross mode
     assert set(payload["per_video"]) == {"idB#y__idA#x", "idA#x__idB#y"}
     entry = payload["per_video"]["idB#y__idA#x"]
@@ -190,8 +224,9 @@ def test_wandb_logger_gets_the_tables(tmp_path: Path, monkeypatch) -> None:
     pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     write_video(pred_dir / "a.mp4", smooth_frames(0, 3), 25)
     write_video(gt_dir / "a.mp4", smooth_frames(1, 3), 25)
-    payload = evaluate(config(tmp_path, f"pred_dir={pred_dir}", f"gt_dir={gt_dir}", "metrics.names=[l1]",
-                              "logger=wandb"))
+    payload = evaluate(
+        config(tmp_path, f"pred_dir={pred_dir}", f"gt_dir={gt_dir}", "metrics.names=[l1]", "logger=wandb")
+    )
     runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     assert payload["overall"]["l1"] > 0

@@ -172,8 +172,14 @@ def test_aed_against_one_source_image_and_its_counts() -> None:
     detector = MarkerLandmarks()
     points = [detector.detect(prediction.uint8_frame(t, 256)) for t in range(3)]
     source_points = [detector.detect(source.uint8_frame(0, 256))]
-    scores = identity_scores(prediction, source, points, source_points, MeanColourEmbedder(),
-                             fallback_landmarks=[BASE_LANDMARKS] * 3)
+    scores = identity_scores(
+        prediction,
+        source,
+        points,
+        source_points,
+        MeanColourEmbedder(),
+        fallback_landmarks=[BASE_LANDMARKS] * 3,
+    )
     assert scores.aed_per_frame[:2].tolist() == [0.0, 0.0]
     expected = float((np.array([10, 10, 100]) / 255.0) @ (np.array([10, 10, 100]) / 255.0))  # black vs source
     assert scores.aed_per_frame[2] == pytest.approx(expected)
@@ -183,8 +189,12 @@ def test_aed_against_one_source_image_and_its_counts() -> None:
 
 
 def test_suite_aggregates_frame_weighted_and_records_backends() -> None:
-    suite = MetricSuite(["l1", "psnr", "akd", "mkr", "aed"], frame_size=None, landmark_detector=MarkerLandmarks(),
-                        face_embedder=MeanColourEmbedder())
+    suite = MetricSuite(
+        ["l1", "psnr", "akd", "mkr", "aed"],
+        frame_size=None,
+        landmark_detector=MarkerLandmarks(),
+        face_embedder=MeanColourEmbedder(),
+    )
     target_a, target_b = marker_video([(0, 0)] * 2), marker_video([(0, 0)] * 6)
     suite.score_video("a", target_a + 0.1, target_a)
     suite.score_video("b", target_b + 0.3, target_b)
@@ -225,8 +235,9 @@ def dlib_detector():
 def real_frames(faces_dir: Path) -> np.ndarray:
     from reenact.data.video import read_frames
 
-    return np.stack([FrameSequence(read_frames(faces_dir / "d0.mp4", [0, 20, 40]), 256).uint8_frame(t)
-                     for t in range(3)])  # (3, 256, 256, 3)
+    return np.stack(
+        [FrameSequence(read_frames(faces_dir / "d0.mp4", [0, 20, 40]), 256).uint8_frame(t) for t in range(3)]
+    )  # (3, 256, 256, 3)
 
 
 def test_dlib_akd_of_a_frame_translated_by_two_pixels(real_frames: np.ndarray, dlib_detector) -> None:

@@ -4,7 +4,10 @@ Time flip (swap source and driving) fires with probability `time_flip_p`; as in 
 horizontal flip is skipped. The horizontal flip mirrors both images, negates the normalised landmark x
 coordinate (the align_corners=True convention makes x_px -> W-1-x_px exactly x -> -x), re-orders mirrored
 landmark pairs (left eye <-> right eye) when a permutation is given, and negates yaw and roll labels.
-Colour jitter draws one brightness/contrast/saturation/hue setting and one operation order per sample.
+Colour jitter draws one brightness/contrast/saturation/hue setting and one operation order per sample, like
+torchvision's ColorJitter, except that hue is rotated in YIQ chroma space (a 3x3 linear map) rather than through
+an HSV round trip: the same kind of perturbation at ~1/25 of the cost (the HSV version alone took 10 ms per
+256x256 pair, capping a worker near 100 pairs/s).
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class Augmentation:
             (TF.adjust_brightness, factor(self.brightness), self.brightness > 0),
             (TF.adjust_contrast, factor(self.contrast), self.contrast > 0),
             (TF.adjust_saturation, factor(self.saturation), self.saturation > 0),
-            (TF.adjust_hue, float(self.hue * (2 * torch.rand((), generator=generator) - 1)), self.hue > 0),
+            (rotate_hue, float(self.hue * (2 * torch.rand((), generator=generator) - 1)), self.hue > 0),
         ]
         order = torch.randperm(len(ops), generator=generator).tolist()
         for key in FRAMES:
@@ -83,6 +86,22 @@ class Augmentation:
                     image = op(image, value)
             sample[key] = image.clamp(0, 1)
         return sample
+
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+def rotate_hue(image: torch.Tensor, shift: float) -> torch.Tensor:
+    """Rotate chroma by `shift` turns (in [-0.5, 0.5]) keeping luma; image (..., 3, H, W) in [0, 1].
+
+    The sign follows HSV: a positive shift moves red towards yellow, as torchvision's adjust_hue does.
+    """
+    angle = torch.tensor(-2 * torch.pi * shift)  # I/Q rotate opposite to the HSV hue circle
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.tensor([[1.0, 0.0, 0.0], [0.0, float(cos), -float(sin)], [0.0, float(sin), float(cos)]])
+    matrix = (_YIQ_TO_RGB @ rotation @ _RGB_TO_YIQ).to(image.dtype)
+    return (matrix @ image.flatten(-2)).view(image.shape).clamp_(0, 1)  # (..., 3, H*W) -> (..., 3, H, W)
 
 
 def time_flip(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

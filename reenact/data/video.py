@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 log = logging.getLogger(__name__)
@@ -33,10 +35,23 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".g
 FRAME_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 FRAME_FOLDER_FPS = 25.0  # frame folders carry no rate; FOMM's preprocessing resamples to 25 fps
 # Decoding a handful of frames after a seek: frame threading only adds latency (it must fill its
-# pipeline before the first frame comes out), so random access decodes on the calling thread.
-RANDOM_ACCESS_THREAD_TYPE = "SLICE"
+# pipeline before the first frame comes out) and our clips have no slices, so random access decodes on
+# the calling thread (measured in benchmarks/data_throughput.py: NONE 271, SLICE 249, FRAME 162, AUTO 86 pairs/s).
+RANDOM_ACCESS_THREAD_TYPE = "NONE"
 STREAM_THREAD_TYPE = "AUTO"
 _INDEX_CACHE_SIZE = 4096
+
+
+_local = threading.local()
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """(H, W, 3) uint8. One reformatter per thread keeps its colour-conversion context alive: a fresh frame's own
+    `to_ndarray` builds a new context every call, which costs more than decoding a 256x256 frame."""
+    reformatter = getattr(_local, "reformatter", None)
+    if reformatter is None:
+        reformatter = _local.reformatter = VideoReformatter()
+    return reformatter.reformat(frame, format="rgb24").to_ndarray()
 
 
 class VideoError(Exception):
@@ -210,7 +225,7 @@ def _read_by_index(
                     continue
                 last_pts = int(frame.pts)
                 if last_pts == target_pts:
-                    found[target] = frame.to_ndarray(format="rgb24")
+                    found[target] = _to_rgb(frame)
                     status = "found"
                     break
                 if last_pts > target_pts:
@@ -232,7 +247,7 @@ def _read_sequential(container: av.container.InputContainer, wanted: list[int]) 
     found: dict[int, np.ndarray] = {}
     for number, frame in enumerate(container.decode(stream)):
         if number in targets:
-            found[number] = frame.to_ndarray(format="rgb24")
+            found[number] = _to_rgb(frame)
             if len(found) == len(targets):
                 break
     return found
@@ -301,7 +316,7 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
         stream.thread_type = STREAM_THREAD_TYPE
         try:
             for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+                yield _to_rgb(frame)
         except Exception as exc:
             raise _error(path, exc) from exc
     finally:

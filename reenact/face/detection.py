@@ -215,17 +215,21 @@ def build_face_detector(
     *,
     detect_height: int | None = None,
     min_score: float | None = None,
+    min_face_size: int = 20,
 ) -> FaceDetector:
     """Build a detector by name (``mtcnn``, ``dlib`` or ``fan``).
 
     ``detect_height`` downsizes taller frames before detection (crop_vox used 360); ``min_score``
-    overrides the backend's own threshold (MTCNN 0.9 probability, dlib 0.0 margin, S3FD 0.5).
+    overrides the backend's own threshold (MTCNN 0.9 probability, dlib 0.0 margin, S3FD 0.5);
+    ``min_face_size`` (pixels of the image the backend sees) bounds MTCNN's image pyramid: raising it
+    from 20 to 40 roughly halves its run time. dlib's HOG window is fixed at about 80 px.
     """
     detector: FaceDetector
     if name == "mtcnn":
         if importlib.util.find_spec("facenet_pytorch") is None:
             raise ImportError("face detector 'mtcnn' needs facenet-pytorch==2.5.3 (pip install 'reenact[face]')")
-        detector = MTCNNDetector(device=device, **({} if min_score is None else {"min_score": min_score}))
+        kwargs = {} if min_score is None else {"min_score": min_score}
+        detector = MTCNNDetector(device=device, min_face_size=min_face_size, **kwargs)
     elif name == "dlib":
         if importlib.util.find_spec("dlib") is None:
             raise ImportError("face detector 'dlib' needs dlib-bin (pip install 'reenact[face]')")

@@ -17,6 +17,7 @@ from torch import nn
 from reenact.losses.equivariance import EquivarianceLoss
 from reenact.losses.perceptual import PerceptualPyramidLoss
 from reenact.losses.priors import deformation_prior_loss, head_pose_loss, keypoint_prior_loss, wing_loss
+from reenact.models.geometry import resize_to
 
 
 class ReenactmentObjective(nn.Module):
@@ -85,14 +86,15 @@ class ReenactmentObjective(nn.Module):
         """Return (weighted losses, visuals). ``output`` is ``network(batch["source"], batch["driving"])``."""
         losses: dict[str, torch.Tensor] = {}
         visuals: dict[str, torch.Tensor] = {}
-        driving = batch["driving"]
+        prediction = output["prediction"]  # (B, 3, H', W'), H' = H or a multiple of it
+        driving = resize_to(batch["driving"], tuple(prediction.shape[-2:]))
         if self.perceptual is not None:
-            losses["perceptual"] = self.perceptual(output["prediction"], driving)
+            losses["perceptual"] = self.perceptual(prediction, driving)
         if self.reconstruction_l1:
             # A pixel term helps most where the perceptual features are weak (small frames, random VGG).
-            losses["reconstruction_l1"] = self.reconstruction_l1 * (output["prediction"] - driving).abs().mean()
+            losses["reconstruction_l1"] = self.reconstruction_l1 * (prediction - driving).abs().mean()
         if self.equivariance is not None:
-            terms = self.equivariance(network.detect, driving, output["kp_driving"])
+            terms = self.equivariance(network.detect, batch["driving"], output["kp_driving"])
             if self.equivariance_value:
                 losses["equivariance_value"] = self.equivariance_value * terms["equivariance_value"]
             if self.equivariance_jacobian and "equivariance_jacobian" in terms:

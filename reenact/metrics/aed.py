@@ -75,8 +75,15 @@ class DlibFaceEmbedder:
 
     @property
     def backend(self) -> dict[str, object]:
-        return describe("dlib-bin", "dlib-bin", "dlib", embedder="dlib_resnet_128d", model=self._model_name,
-                        alignment="68-landmark face chip", comparable_with_fomm_aed=False)
+        return describe(
+            "dlib-bin",
+            "dlib-bin",
+            "dlib",
+            embedder="dlib_resnet_128d",
+            model=self._model_name,
+            alignment="68-landmark face chip",
+            comparable_with_fomm_aed=False,
+        )
 
 
 def build_face_embedder(name: str = "dlib", model_path: str | None = None) -> FaceEmbedder:
@@ -110,9 +117,11 @@ class IdentityScores:
 
     @property
     def counts(self) -> dict[str, int]:
-        return {"aed_frames": int((~np.isnan(self.aed_per_frame)).sum()),
-                "aed_frames_without_reference_face": self.frames_without_reference_face,
-                "aed_frames_aligned_with_target_landmarks": self.frames_aligned_with_fallback}
+        return {
+            "aed_frames": int((~np.isnan(self.aed_per_frame)).sum()),
+            "aed_frames_without_reference_face": self.frames_without_reference_face,
+            "aed_frames_aligned_with_target_landmarks": self.frames_aligned_with_fallback,
+        }
 
 
 def identity_scores(
@@ -127,7 +136,8 @@ def identity_scores(
 ) -> IdentityScores:
     """Per-frame AED. ``reference`` has T frames or 1 (one source image for every frame).
 
-    Landmarks are in pixels of the ``frame_size`` frame, as :func:`reenact.metrics.akd.detect_landmarks` gives.
+    Landmarks are in pixels of the ``frame_size`` frame, as :func:`~reenact.metrics.akd.detect_landmarks`
+    gives them.
     """
     count = len(prediction)
     if len(reference) not in (1, count):
@@ -183,8 +193,16 @@ class AEDMetric:
         reference_landmarks = self.landmarks.landmarks(reference)
         # a frame-aligned reference has the prediction's pose: its landmarks can align an undetected face
         fallback = reference_landmarks if len(reference) == len(prediction) else None
-        return identity_scores(prediction, reference, self.landmarks.landmarks(prediction), reference_landmarks,
-                               self.embedder, self.distance, fallback, self.frame_size)
+        return identity_scores(
+            prediction,
+            reference,
+            self.landmarks.landmarks(prediction),
+            reference_landmarks,
+            self.embedder,
+            self.distance,
+            fallback,
+            self.frame_size,
+        )
 
     def __call__(self, prediction: Video, reference: Video) -> dict[str, float | int | None]:
         """{"aed": distance or None, plus frame counts}; ``reference`` may be a single image (1 frame)."""

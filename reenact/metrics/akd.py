@@ -144,7 +144,20 @@ class AKDMetric:
 
     @property
     def backend(self) -> dict[str, object]:
-        packages = _BACKEND_PACKAGES.get(self.backend_name, (self.backend_name,))
-        return describe(packages[0], *packages, landmarks=self.backend_name, points=68,
-                        frame_size=self.frame_size, face_choice=self.face_choice,
-                        detector=type(self.detector).__name__)
+        return landmark_backend_record(self.backend_name, self.detector, self.face_choice, self.frame_size)
+
+
+def landmark_backend_record(
+    name: str, detector: object, face_choice: str, frame_size: int = AKD_FRAME_SIZE
+) -> dict[str, object]:
+    """The provenance of landmark-based scores: backend name, its package version, detector class."""
+    packages = _BACKEND_PACKAGES.get(name, (name,))
+    return describe(
+        packages[0],
+        *packages,
+        landmarks=name,
+        detector=type(detector).__name__,
+        points=68,
+        frame_size=frame_size,
+        face_choice=face_choice,
+    )

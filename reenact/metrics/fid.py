@@ -47,8 +47,9 @@ class TorchvisionInceptionFeatures(nn.Module):
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        images = F.interpolate(images.float(), size=(299, 299), mode="bilinear", align_corners=False,
-                               antialias=True)  # (n, 3, 299, 299)
+        images = F.interpolate(
+            images.float(), size=(299, 299), mode="bilinear", align_corners=False, antialias=True
+        )  # (n, 3, 299, 299)
         return self.network((images - self.mean) / self.std)  # (n, 2048)
 
     def train(self, mode: bool = True) -> TorchvisionInceptionFeatures:
@@ -81,11 +82,14 @@ class FIDMetric:
             feature = 2048
             self._extractor = "torch-fidelity inception-v3-compat (standard FID features)"
         else:
-            raise ValueError(f"unknown FID feature_extractor {feature_extractor!r}; "
-                             "use 'inception', 'torchvision_inception' or an nn.Module")
+            raise ValueError(
+                f"unknown FID feature_extractor {feature_extractor!r}; "
+                "use 'inception', 'torchvision_inception' or an nn.Module"
+            )
         weights = weights_path if feature_extractor == "inception" else None
-        self.metric = FrechetInceptionDistance(feature=feature, normalize=True, reset_real_features=True,
-                                               feature_extractor_weights_path=weights).to(self.device)
+        self.metric = FrechetInceptionDistance(
+            feature=feature, normalize=True, reset_real_features=True, feature_extractor_weights_path=weights
+        ).to(self.device)
         self.num_real = 0
         self.num_fake = 0
 
@@ -106,8 +110,10 @@ class FIDMetric:
 
     def compute(self) -> float:
         if self.num_real < 2 or self.num_fake < 2:
-            raise ValueError(f"FID needs at least 2 frames per set, got {self.num_fake} predicted "
-                             f"and {self.num_real} ground-truth frames")
+            raise ValueError(
+                f"FID needs at least 2 frames per set, got {self.num_fake} predicted "
+                f"and {self.num_real} ground-truth frames"
+            )
         return float(self.metric.compute())
 
     def reset(self) -> None:
@@ -116,5 +122,8 @@ class FIDMetric:
 
     @property
     def backend(self) -> dict[str, object]:
-        return describe("torchmetrics", feature_extractor=self._extractor,
-                        frames={"predicted": self.num_fake, "ground_truth": self.num_real})
+        return describe(
+            "torchmetrics",
+            feature_extractor=self._extractor,
+            frames={"predicted": self.num_fake, "ground_truth": self.num_real},
+        )

@@ -57,8 +57,9 @@ class FrameSequence:
         tensor = tensor.to(device)
         tensor = tensor.float() / 255.0 if tensor.dtype == torch.uint8 else tensor.float()
         if self.size is not None and tuple(tensor.shape[-2:]) != (self.size, self.size):
-            tensor = F.interpolate(tensor, size=(self.size, self.size), mode="bilinear",
-                                   align_corners=False, antialias=True).clamp(0.0, 1.0)
+            tensor = F.interpolate(
+                tensor, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True
+            ).clamp(0.0, 1.0)
         return tensor
 
     def float_chunks(self, batch_size: int, device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
@@ -78,8 +79,13 @@ class FrameSequence:
             if tensor.dtype != torch.uint8:
                 if size is not None and tuple(tensor.shape[-2:]) != (size, size):
                     # resize in float before quantising, as float_chunk does
-                    tensor = F.interpolate(tensor[None].float(), size=(size, size), mode="bilinear",
-                                           align_corners=False, antialias=True)[0]
+                    tensor = F.interpolate(
+                        tensor[None].float(),
+                        size=(size, size),
+                        mode="bilinear",
+                        align_corners=False,
+                        antialias=True,
+                    )[0]
                 tensor = (tensor.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
             image = tensor.permute(1, 2, 0).numpy()
         if size is not None and image.shape[:2] != (size, size):
@@ -101,8 +107,10 @@ def check_same_length(prediction: FrameSequence, target: FrameSequence) -> None:
     if len(prediction) != len(target):
         raise ValueError(f"prediction has {len(prediction)} frames but target has {len(target)}")
     if prediction.hw != target.hw:
-        raise ValueError(f"prediction frames are {prediction.hw} but target frames are {target.hw}; "
-                         "set a common frame_size to resize both")
+        raise ValueError(
+            f"prediction frames are {prediction.hw} but target frames are {target.hw}; "
+            "set a common frame_size to resize both"
+        )
 
 
 def _resize_uint8(image: np.ndarray, size: int) -> np.ndarray:

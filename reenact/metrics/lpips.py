@@ -50,8 +50,11 @@ class LPIPSMetric:
             try:
                 self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=random_backbone, verbose=False)
             except OSError as exc:  # URLError: the ImageNet backbone is neither cached nor downloadable
-                raise OSError(f"LPIPS '{net}' backbone weights are not in the torch hub cache and could not be "
-                              f"downloaded ({exc}); pass backbone_weights=PATH") from None
+                raise OSError(
+                    f"LPIPS '{net}' backbone weights are not in the torch hub cache and could not be "
+                    f"downloaded ({exc}); pass a local file as backbone_weights "
+                    "(metrics.lpips_backbone_weights=PATH)"
+                ) from None
         if backbone_weights is not None:
             _load_backbone(self.model.net, backbone_weights)
             self._backbone = f"file:{Path(backbone_weights).name}"

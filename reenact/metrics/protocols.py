@@ -38,7 +38,10 @@ class VideoItems(Protocol):
 
 
 def score_directories(
-    suite: MetricSuite, pred_dir: str | Path, gt_dir: str | Path, max_frames: int | None = None,
+    suite: MetricSuite,
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    max_frames: int | None = None,
     max_videos: int | None = None,
 ) -> dict[str, Any]:
     """Scores every prediction that has a ground-truth counterpart; returns what could not be matched."""
@@ -52,22 +55,35 @@ def score_directories(
         prediction, target = load_video(pred_path, max_frames), load_video(gt_path, max_frames)
         if len(prediction) != len(target):
             # codebases differ by a frame or two at the end (codec padding); score the common part
-            log.warning("%s: %d predicted vs %d ground-truth frames; scoring the first %d", name,
-                        len(prediction), len(target), min(len(prediction), len(target)))
+            log.warning(
+                "%s: %d predicted vs %d ground-truth frames; scoring the first %d",
+                name,
+                len(prediction),
+                len(target),
+                min(len(prediction), len(target)),
+            )
             truncated.append(name)
             count = min(len(prediction), len(target))
             prediction, target = prediction[:count], target[:count]
         _score(suite, name, prediction, target)
         if name in truncated:
             suite.per_video[name]["frames_truncated"] = True
-    return {"missing_ground_truth": matched.missing_ground_truth,
-            "missing_prediction": matched.missing_prediction, "frames_truncated": truncated}
+    return {
+        "missing_ground_truth": matched.missing_ground_truth,
+        "missing_prediction": matched.missing_prediction,
+        "frames_truncated": truncated,
+    }
 
 
 @torch.no_grad()
 def score_reconstruction(
-    suite: MetricSuite, model: Any, dataset: VideoItems, batch_size: int = 16,
-    save_dir: str | Path | None = None, save_format: str = "mp4", fps: float = 25.0,
+    suite: MetricSuite,
+    model: Any,
+    dataset: VideoItems,
+    batch_size: int = 16,
+    save_dir: str | Path | None = None,
+    save_format: str = "mp4",
+    fps: float = 25.0,
 ) -> dict[str, Any]:
     """Reconstruct every test video from its first frame and score it against itself."""
     if len(dataset) == 0:
@@ -78,7 +94,7 @@ def score_reconstruction(
         source = video[:1]  # (1, 3, S, S): FOMM uses frame 0 as the source
         chunks = []
         for start in range(0, video.shape[0], batch_size):
-            driving = video[start:start + batch_size]  # (n, 3, S, S)
+            driving = video[start : start + batch_size]  # (n, 3, S, S)
             output = model.reconstruct(source.expand(driving.shape[0], -1, -1, -1), driving)
             chunks.append(output["prediction"].detach().float().clamp(0.0, 1.0).cpu())
         prediction = torch.cat(chunks)  # (T, 3, S, S)
@@ -90,14 +106,21 @@ def score_reconstruction(
 
 @torch.no_grad()
 def score_cross_identity(
-    suite: MetricSuite, model: Any, sources: VideoItems, drivings: VideoItems,
-    pairs: Sequence[tuple[str, str]] | None = None, max_pairs: int | None = None, relative: bool = True,
-    save_dir: str | Path | None = None, save_format: str = "mp4", fps: float = 25.0,
+    suite: MetricSuite,
+    model: Any,
+    sources: VideoItems,
+    drivings: VideoItems,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    max_pairs: int | None = None,
+    relative: bool = True,
+    save_dir: str | Path | None = None,
+    save_format: str = "mp4",
+    fps: float = 25.0,
 ) -> dict[str, Any]:
     """Drive frame 0 of a source video of another identity with each driving video.
 
     ``sources`` only needs frame 0 of each video (build it with max_frames=1). Without ``pairs`` each
-    driving video gets the next source of another identity (:func:`default_pairs`); with ``pairs``
+    driving video gets the next source of another identity (:func:`default_source`); with ``pairs``
     (source, driving) names, pairs whose videos are absent are listed, not fatal.
     """
     source_images = {str(item["name"]): item["video"][0] for item in _items(sources)}  # name -> (3, S, S)
@@ -140,6 +163,7 @@ def default_source(source_names: Sequence[str], driving_name: str, index: int) -
     The identity is the name's part before the first "#" (VoxCeleb's ``id#video#start#end``); names
     without "#" count as their own identity. Falls back to any other video when all share one identity.
     """
+
     def identity(name: str) -> str:
         return name.split("#", 1)[0]
 
@@ -163,7 +187,7 @@ def read_pairs_csv(path: str | Path) -> list[tuple[str, str]]:
 
 
 def save_prediction(prediction: torch.Tensor, folder: Path, name: str, save_format: str, fps: float) -> Path:
-    """Writes (T, 3, H, W) frames as ``<name>.mp4`` (H.264, for viewing) or a lossless ``<name>.png`` strip."""
+    """Writes (T, 3, H, W) frames as ``<name>.mp4`` (H.264, to watch) or a lossless ``<name>.png`` strip."""
     frames = (prediction.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     folder.mkdir(parents=True, exist_ok=True)
     stem = video_name(Path(name))

@@ -10,8 +10,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-_COLUMN_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.4f}", "akd": "{:.3f}", "mkr": "{:.3f}", "aed": "{:.4f}",
-                   "fid": "{:.2f}"}
+_COLUMN_FORMATS = {
+    "psnr": "{:.2f}",
+    "ssim": "{:.4f}",
+    "akd": "{:.3f}",
+    "mkr": "{:.3f}",
+    "aed": "{:.4f}",
+    "fid": "{:.2f}",
+}
 
 
 def _cell(metric: str, value: Any) -> str:
@@ -34,12 +40,15 @@ def format_table(summary: Mapping[str, Any], metric_names: Sequence[str], max_ro
             lines.append(f"... {len(per_video) - max_rows} more videos (see metrics.json)")
             break
         shown = name if len(name) <= 48 else name[:45] + "..."
-        lines.append(f"{shown:<{width}}{entry.get('frames', 0):>8}"
-                     + "".join(f"{_cell(n, entry.get(n)):>10}" for n in columns))
+        lines.append(
+            f"{shown:<{width}}{entry.get('frames', 0):>8}" + "".join(f"{_cell(n, entry.get(n)):>10}" for n in columns)
+        )
     lines.append("-" * len(header))
     overall = summary["overall"]
-    lines.append(f"{'OVERALL':<{width}}{summary['counts']['frames']:>8}"
-                 + "".join(f"{_cell(n, overall.get(n)):>10}" for n in columns))
+    lines.append(
+        f"{'OVERALL':<{width}}{summary['counts']['frames']:>8}"
+        + "".join(f"{_cell(n, overall.get(n)):>10}" for n in columns)
+    )
     if "fid" in metric_names:
         lines.append(f"FID over all frames: {_cell('fid', overall.get('fid'))}")
     return "\n".join(lines)
@@ -75,12 +84,15 @@ def write_metrics_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
 
 
 def log_to_wandb(
-    summary: Mapping[str, Any], metric_names: Sequence[str], settings: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    metric_names: Sequence[str],
+    settings: Mapping[str, Any],
     config: Mapping[str, Any] | None = None,
 ) -> str | None:
     """Logs the per-video and overall tables and the overall values as the run summary; returns the run dir.
 
-    ``settings`` are the W&B logger's fields (project, entity, name, save_dir, offline, group, tags, job_type).
+    ``settings`` are the W&B logger node's fields: project, entity, name, save_dir, offline, group, tags,
+    job_type.
     """
     import wandb
 
@@ -101,8 +113,10 @@ def log_to_wandb(
     )
     try:
         columns = [n for n in metric_names if n != "fid"]
-        rows = [[name, entry.get("frames"), *(_json_safe(entry.get(n)) for n in columns)]
-                for name, entry in summary["per_video"].items()]
+        rows = [
+            [name, entry.get("frames"), *(_json_safe(entry.get(n)) for n in columns)]
+            for name, entry in summary["per_video"].items()
+        ]
         run.log({"eval/per_video": wandb.Table(columns=["video", "frames", *columns], data=rows)})
         overall = {n: _json_safe(v) for n, v in summary["overall"].items()}
         run.log({"eval/overall": wandb.Table(columns=list(overall), data=[list(overall.values())])})

@@ -75,8 +75,9 @@ def read_png_strip(path: str | Path, max_frames: int | None = None) -> np.ndarra
         raise EvaluationInputError(f"unreadable image {path} ({exc})") from None
     height, width = strip.shape[:2]
     if width % height:
-        raise EvaluationInputError(f"{path} is {width}x{height}: not a strip of square frames "
-                                   "(width must be a multiple of height)")
+        raise EvaluationInputError(
+            f"{path} is {width}x{height}: not a strip of square frames (width must be a multiple of height)"
+        )
     frames = strip.reshape(height, width // height, height, 3).transpose(1, 0, 2, 3)  # (T, H, H, 3)
     return np.ascontiguousarray(frames[:max_frames] if max_frames is not None else frames)
 
@@ -116,6 +117,8 @@ def match_videos(pred_dir: str | Path, gt_dir: str | Path) -> MatchedVideos:
         missing_prediction=[name for name in ground_truth if name not in predictions],
     )
     if not matched.pairs:
-        raise EvaluationInputError(f"no video name in {pred_dir} matches one in {gt_dir} "
-                                   f"(e.g. {next(iter(predictions))!r} vs {next(iter(ground_truth))!r})")
+        raise EvaluationInputError(
+            f"no video name in {pred_dir} matches one in {gt_dir} "
+            f"(e.g. {next(iter(predictions))!r} vs {next(iter(ground_truth))!r})"
+        )
     return matched

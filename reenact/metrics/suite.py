@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from reenact.metrics.aed import FaceEmbedder, build_face_embedder, identity_scores
-from reenact.metrics.akd import AKD_FRAME_SIZE, detect_landmarks, keypoint_scores
-from reenact.metrics.backends import describe
+from reenact.metrics.akd import AKD_FRAME_SIZE, detect_landmarks, keypoint_scores, landmark_backend_record
 from reenact.metrics.fid import FIDMetric
 from reenact.metrics.frames import FrameSequence, Video, check_same_length
 from reenact.metrics.l1 import l1_backend, l1_per_frame
@@ -32,8 +31,14 @@ log = logging.getLogger(__name__)
 PIXEL_METRICS = ("l1", "lpips", "psnr", "ssim")
 LANDMARK_METRICS = ("akd", "mkr", "aed")
 METRIC_NAMES = (*PIXEL_METRICS, *LANDMARK_METRICS, "fid")
-_COUNT_KEYS = ("frames_with_gt_face", "frames_with_both_faces", "frames_missing_prediction_face",
-               "aed_frames", "aed_frames_without_reference_face", "aed_frames_aligned_with_target_landmarks")
+_COUNT_KEYS = (
+    "frames_with_gt_face",
+    "frames_with_both_faces",
+    "frames_missing_prediction_face",
+    "aed_frames",
+    "aed_frames_without_reference_face",
+    "aed_frames_aligned_with_target_landmarks",
+)
 
 
 class MetricSuite:
@@ -66,13 +71,17 @@ class MetricSuite:
             from reenact.face.landmarks import build_landmark_detector
 
             landmark_detector = build_landmark_detector(landmark_backend, device, face_choice=landmark_face_choice)
+        if lpips_metric is None and "lpips" in self.names:
+            lpips_metric = LPIPSMetric(device=device, batch_size=batch_size)
+        if face_embedder is None and "aed" in self.names:
+            face_embedder = build_face_embedder("dlib")
+        if fid_metric is None and "fid" in self.names:
+            fid_metric = FIDMetric(device=device)
         self.landmark_detector = landmark_detector
         self.landmark_face_choice = landmark_face_choice
-        self.lpips = lpips_metric if lpips_metric is not None or "lpips" not in self.names else \
-            LPIPSMetric(device=device, batch_size=batch_size)
-        self.face_embedder = face_embedder if face_embedder is not None or "aed" not in self.names else \
-            build_face_embedder("dlib")
-        self.fid = fid_metric if fid_metric is not None or "fid" not in self.names else FIDMetric(device=device)
+        self.lpips = lpips_metric
+        self.face_embedder = face_embedder
+        self.fid = fid_metric
         self.per_video: dict[str, dict[str, Any]] = {}
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
@@ -95,7 +104,7 @@ class MetricSuite:
         pred = FrameSequence.wrap(prediction, self.frame_size)
         true = FrameSequence.wrap(target, self.frame_size)
         check_same_length(pred, true)
-        entry: dict[str, Any] = {"frames": len(pred)}
+        counts: dict[str, Any] = {}
         per_frame: dict[str, np.ndarray] = {}
         pixel: dict[str, Callable[[], torch.Tensor]] = {
             "l1": lambda: l1_per_frame(pred, true, self.batch_size, self.device),
@@ -107,30 +116,37 @@ class MetricSuite:
             if metric in self.names:
                 per_frame[metric] = pixel[metric]().double().numpy()
         if any(n in self.names for n in LANDMARK_METRICS):
-            per_frame.update(self._landmark_metrics(pred, true, identity_reference, entry))
+            per_frame.update(self._landmark_metrics(pred, true, identity_reference, counts))
         if "fid" in self.names:
             self.fid.update(pred, true)
+        entry: dict[str, Any] = {"frames": len(pred)}
         for metric, values in per_frame.items():
             valid = values[~np.isnan(values)]
             entry[metric] = float(valid.mean()) if valid.size else None
             self._sums[metric] = self._sums.get(metric, 0.0) + float(valid.sum())
             self._counts[metric] = self._counts.get(metric, 0) + int(valid.size)
+        entry.update(counts)
         self._totals["frames"] += len(pred)
         for key in _COUNT_KEYS:
-            self._totals[key] += int(entry.get(key, 0))
+            self._totals[key] += int(counts.get(key, 0))
         self.per_video[name] = entry
         log.info("%s: %s", name, _short(entry, self.names))
         return entry
 
     def _landmark_metrics(
-        self, pred: FrameSequence, true: FrameSequence, identity_reference: Video | None, entry: dict[str, Any]
+        self,
+        pred: FrameSequence,
+        true: FrameSequence,
+        identity_reference: Video | None,
+        counts: dict[str, Any],
     ) -> dict[str, np.ndarray]:
+        """Per-frame AKD/MKR/AED (as requested); their frame counts go into ``counts``."""
         pred_points = detect_landmarks(pred, self.landmark_detector, AKD_FRAME_SIZE)
         true_points = detect_landmarks(true, self.landmark_detector, AKD_FRAME_SIZE)
         out: dict[str, np.ndarray] = {}
         keypoints = keypoint_scores(pred_points, true_points)
         if "akd" in self.names or "mkr" in self.names:
-            entry.update({k: v for k, v in keypoints.counts.items() if k != "frames"})
+            counts.update({k: v for k, v in keypoints.counts.items() if k != "frames"})
             if "akd" in self.names:
                 out["akd"] = keypoints.akd_per_frame
             if "mkr" in self.names:
@@ -141,10 +157,17 @@ class MetricSuite:
             else:
                 reference = FrameSequence.wrap(identity_reference, self.frame_size)
                 reference_points = detect_landmarks(reference, self.landmark_detector, AKD_FRAME_SIZE)
-            identity = identity_scores(pred, reference, pred_points, reference_points, self.face_embedder,
-                                       self.aed_distance, fallback_landmarks=true_points,
-                                       frame_size=AKD_FRAME_SIZE)
-            entry.update(identity.counts)
+            identity = identity_scores(
+                pred,
+                reference,
+                pred_points,
+                reference_points,
+                self.face_embedder,
+                self.aed_distance,
+                fallback_landmarks=true_points,
+                frame_size=AKD_FRAME_SIZE,
+            )
+            counts.update(identity.counts)
             out["aed"] = identity.aed_per_frame
         return out
 
@@ -166,17 +189,17 @@ class MetricSuite:
             "lpips": lambda: self.lpips.backend,
             "akd": self._landmark_backend,
             "mkr": self._landmark_backend,
-            "aed": lambda: {**self.face_embedder.backend, "distance": self.aed_distance,
-                            "landmarks": self._landmark_backend()},
+            "aed": lambda: {
+                **self.face_embedder.backend,
+                "distance": self.aed_distance,
+                "landmarks": self._landmark_backend(),
+            },
             "fid": lambda: self.fid.backend,
         }
         return {metric: described[metric]() for metric in self.names}
 
     def _landmark_backend(self) -> dict[str, Any]:
-        packages = {"fan": ("face-alignment",), "dlib": ("dlib-bin", "dlib")}.get(self.landmark_backend, ())
-        return describe(packages[0] if packages else self.landmark_backend, *packages,
-                        landmarks=self.landmark_backend, detector=type(self.landmark_detector).__name__,
-                        points=68, frame_size=AKD_FRAME_SIZE, face_choice=self.landmark_face_choice)
+        return landmark_backend_record(self.landmark_backend, self.landmark_detector, self.landmark_face_choice)
 
     def summary(self) -> dict[str, Any]:
         """{"overall", "per_video", "counts", "backends", "frame_size"}; JSON-serialisable."""
@@ -211,17 +234,30 @@ def build_metric_suite(
     unless "fid" is listed.
     """
     names = list(names)
-    lpips_metric = LPIPSMetric(lpips_net, lpips_backbone_weights, lpips_pnet_rand, device, batch_size) \
-        if "lpips" in names else None
+    lpips_metric = (
+        LPIPSMetric(lpips_net, lpips_backbone_weights, lpips_pnet_rand, device, batch_size)
+        if "lpips" in names
+        else None
+    )
     embedder = None
     if "aed" in names:
         embedder = build_face_embedder(aed_embedder, aed_model_path) if isinstance(aed_embedder, str) else aed_embedder
     fid_metric = FIDMetric(fid_feature_extractor, fid_weights_path, device, batch_size) if "fid" in names else None
-    return MetricSuite(names, frame_size, device, batch_size, landmark_backend=landmark_backend,
-                       landmark_face_choice=landmark_face_choice, lpips_metric=lpips_metric,
-                       face_embedder=embedder, aed_distance=aed_distance, fid_metric=fid_metric)
+    return MetricSuite(
+        names,
+        frame_size,
+        device,
+        batch_size,
+        landmark_backend=landmark_backend,
+        landmark_face_choice=landmark_face_choice,
+        lpips_metric=lpips_metric,
+        face_embedder=embedder,
+        aed_distance=aed_distance,
+        fid_metric=fid_metric,
+    )
 
 
 def _short(entry: dict[str, Any], names: Sequence[str]) -> str:
-    return ", ".join(f"{n}={entry[n]:.4f}" if isinstance(entry.get(n), float) else f"{n}={entry.get(n)}"
-                     for n in names if n in entry)
+    return ", ".join(
+        f"{n}={entry[n]:.4f}" if isinstance(entry.get(n), float) else f"{n}={entry.get(n)}" for n in names if n in entry
+    )

@@ -41,20 +41,24 @@ def cheap_validation_metrics(
     256 x 256 frames; it is absent when no frame had faces in both, MKR when no target frame had a face.
     """
     if prediction.shape != target.shape or prediction.ndim != 4:
-        raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} "
-                         "must both be (N, 3, H, W)")
+        raise ValueError(
+            f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} must both be (N, 3, H, W)"
+        )
     prediction, target = prediction.detach().float(), target.detach().float()
     metrics = {"l1": float((prediction - target).abs().mean())}
     indices = evenly_spaced(prediction.shape[0], num_frames)
     if lpips_metric is not None:
         device = lpips_metric.device
-        metrics["lpips"] = float(lpips_metric.model(prediction[indices].to(device), target[indices].to(device),
-                                                    normalize=True).mean())
+        metrics["lpips"] = float(
+            lpips_metric.model(prediction[indices].to(device), target[indices].to(device), normalize=True).mean()
+        )
     if landmark_detector is not None:
         pred_frames = FrameSequence(prediction[indices].clamp(0.0, 1.0).cpu())
         true_frames = FrameSequence(target[indices].clamp(0.0, 1.0).cpu())
-        scores = keypoint_scores(detect_landmarks(pred_frames, landmark_detector, AKD_FRAME_SIZE),
-                                 detect_landmarks(true_frames, landmark_detector, AKD_FRAME_SIZE))
+        scores = keypoint_scores(
+            detect_landmarks(pred_frames, landmark_detector, AKD_FRAME_SIZE),
+            detect_landmarks(true_frames, landmark_detector, AKD_FRAME_SIZE),
+        )
         if scores.akd is not None:
             metrics["akd"] = scores.akd
         if scores.mkr is not None:

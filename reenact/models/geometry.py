@@ -120,3 +120,14 @@ class AntiAliasInterpolation2d(nn.Module):
             return x[:, :, :: self.stride, :: self.stride]  # (B, C, H*scale, W*scale)
         size = (int(x.shape[2] * self.scale), int(x.shape[3] * self.scale))
         return F.interpolate(x, size=size, mode="nearest")
+
+
+def resize_to(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize (B, C, H, W) images to ``size`` (anti-aliased when shrinking); a no-op at the same size.
+
+    Used where a decoder's output resolution differs from its input's (LivePortrait renders 512 from 256), so
+    targets are compared at the prediction's resolution.
+    """
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)

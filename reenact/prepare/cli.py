@@ -112,15 +112,20 @@ def _check_backends(ns: argparse.Namespace) -> None:
             raise PrepareUsageError(f"{kind} backend {name!r} needs {package} (pip install 'reenact[face]')")
 
 
-def _output_options(ns: argparse.Namespace) -> OutputOptions:
+def _make_out_dir(out_dir: Path) -> None:
     try:
-        ns.out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise PrepareUsageError(f"cannot create output folder {ns.out_dir}: {exc.strerror}") from None
+        raise PrepareUsageError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
+
+
+def _output_options(ns: argparse.Namespace) -> OutputOptions:
     return OutputOptions(str(ns.out_dir), ns.size, ns.fmt, ns.landmarks, ns.pose, ns.landmark_backend, ns.device)
 
 
-def _listed_tasks(rows: list[ClipRow], raw: Path, options: OutputOptions, report: PrepareReport) -> list[ListedVideoTask]:
+def _listed_tasks(
+    rows: list[ClipRow], raw: Path, options: OutputOptions, report: PrepareReport
+) -> list[ListedVideoTask]:
     if not raw.is_dir():
         raise PrepareUsageError(f"raw video folder not found: {raw}")
     per_video: dict[str, list[ClipRow]] = {}
@@ -165,6 +170,8 @@ def _folder_tasks(ns: argparse.Namespace, options: OutputOptions, report: Prepar
     rules = TubeRules(ns.iou_threshold, ns.max_frames, ns.min_frames, ns.min_size, ns.increase)
     if ns.detect_every < 1 or ns.min_frames < 1 or ns.max_frames < ns.min_frames:
         raise PrepareUsageError("need --detect-every >= 1, --min-frames >= 1 and --max-frames >= --min-frames")
+    if ns.detect_height and ns.detect_height < 32:
+        raise PrepareUsageError(f"--detect-height must be 0 (full size) or at least 32, got {ns.detect_height}")
     if not 0.0 <= ns.test_fraction <= 1.0:
         raise PrepareUsageError(f"--test-fraction must be in [0, 1], got {ns.test_fraction}")
     settings = FolderSettings(ns.detector, ns.device, ns.detect_every, ns.detect_height or None, ns.min_score,
@@ -194,6 +201,7 @@ def run(args: Sequence[str]) -> PrepareReport:
     report = PrepareReport()
     if ns.mode == "folder":
         tasks: list = _folder_tasks(ns, options, report)
+        _make_out_dir(ns.out_dir)
         result = execute(tasks, run_folder_task, ns.workers, "folder")
     else:
         if ns.mode == "voxceleb":
@@ -201,6 +209,7 @@ def run(args: Sequence[str]) -> PrepareReport:
         else:
             rows = read_talkinghead_tubes(ns.tubes, ns.split)
         tasks = _listed_tasks(rows[: ns.limit], ns.raw, options, report)
+        _make_out_dir(ns.out_dir)
         result = execute(tasks, run_listed_task, ns.workers, ns.mode)
     report.merge(result)
     report.seconds = time.perf_counter() - started

@@ -162,7 +162,8 @@ def extract_clips(video: Path, specs: Sequence[ClipSpec], options: OutputOptions
         reason = str(exc)
     for k, spec in enumerate(specs):
         if k not in done:
-            why = reason or f"{video} has only {frame_number + 1} frames; the clip needs frame {max(spec.frame_indices)}"
+            needs = max(spec.frame_indices)
+            why = reason or f"{video} has only {frame_number + 1} frames; the clip needs frame {needs}"
             report.failed.append(Failure(str(clip_path(options, spec.split, spec.name)), why))
     return report
 

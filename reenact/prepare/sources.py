@@ -5,7 +5,8 @@
   reference resolution ``width x height``; ``start``/``end`` are frame numbers at the reference ``fps``
   (the clip is ``[start, end)``).
 - TalkingHead-1KH tubes: ``video_name,H,W,S,E,L,T,R,B`` per line (no header), the box ``L,T,R,B`` in the
-  reference resolution ``W x H``, frames ``[S, E)`` of the 1-minute chunk ``video_name`` at its own rate.
+  reference resolution ``W x H``, frames ``S..E`` *inclusive* (their videos_crop.py trims to ``E + 1``) of the
+  1-minute chunk ``video_name`` at its own frame rate. Clips keep the listed numbers in their names.
 
 Raw videos are found as ``RAW_DIR/{id}.mp4`` (also .mkv, .webm, .mov, .m4v, .avi) or as the first video
 file (by name) inside a folder ``RAW_DIR/{id}/``.
@@ -42,7 +43,7 @@ class ClipRow:
     split: str
     video_id: str
     start: int
-    end: int
+    end: int  # exclusive
     box: tuple[float, float, float, float]
     ref_size: tuple[int, int]  # (width, height) the box refers to
     ref_fps: float | None  # None: frame numbers are the raw video's own
@@ -118,10 +119,10 @@ def read_talkinghead_tubes(path: str | Path, split: str = "auto") -> list[ClipRo
                 box = tuple(float(v) for v in values[5:9])
             except ValueError as exc:
                 raise _fail(path, line, f"bad row ({exc})") from None
-            if e <= s:
-                raise _fail(path, line, f"end frame {e} is not after start frame {s}")
+            if e < s:
+                raise _fail(path, line, f"end frame {e} is before start frame {s}")
             name = clip_name(person_of_chunk(name_field), name_field, s, e)
-            rows.append(ClipRow(name, split, name_field, s, e, box, (w, h), None))  # type: ignore[arg-type]
+            rows.append(ClipRow(name, split, name_field, s, e + 1, box, (w, h), None))  # type: ignore[arg-type]
     return rows
 
 

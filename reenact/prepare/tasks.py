@@ -29,7 +29,14 @@ from reenact.prepare.clips import (
 )
 from reenact.prepare.report import Failure, PrepareReport
 from reenact.prepare.sources import ClipError, ClipRow, resolve_clip, split_of_video
-from reenact.prepare.tubes import TubeRules, cached_face_detector, detect_video_faces, select_tubes, track_tubes
+from reenact.prepare.tubes import (
+    TubeRules,
+    cached_face_detector,
+    detect_video_faces,
+    detection_min_face,
+    select_tubes,
+    track_tubes,
+)
 
 MANIFEST_VERSION = 1
 
@@ -147,8 +154,9 @@ def run_folder_task(task: FolderVideoTask) -> PrepareReport:
     settings, options = task.settings, task.options
     try:
         info = probe_video(task.path)
+        min_face = detection_min_face(settings.rules.min_size, info.height, settings.detect_height)
         detector = cached_face_detector(settings.detector, settings.device, settings.detect_height,
-                                        settings.min_score)
+                                        settings.min_score, min_face)
         detections, _, seconds = detect_video_faces(Path(task.path), detector, settings.detect_every)
     except VideoError as exc:
         report.failed.append(Failure(task.path, str(exc)))
@@ -192,10 +200,10 @@ def _guarded(function: Callable[[Any], PrepareReport], task: Any) -> PrepareRepo
 
 
 def _init_worker(threads: int) -> None:
+    # Set before torch is imported (lazily, by the detectors) so its thread pool starts at this size.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     import cv2
-    import torch
 
-    torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
 
 

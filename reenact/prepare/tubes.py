@@ -112,11 +112,23 @@ def select_tubes(
     return kept, reasons
 
 
-@functools.lru_cache(maxsize=4)
+def detection_min_face(min_size: float, frame_height: int, detect_height: int | None) -> int:
+    """Smallest face worth detecting, in pixels of the (downscaled) detection frame.
+
+    A kept tube's box union reaches ``min_size``; single boxes are smaller, so half of it (scaled to
+    the detection frame) is safe. Rounded to 10 px to share cached detectors; 20 to 80 px.
+    """
+    scale = min(1.0, detect_height / frame_height) if detect_height else 1.0
+    return int(min(80, max(20, 10 * int(0.05 * min_size * scale))))
+
+
+@functools.lru_cache(maxsize=8)
 def cached_face_detector(
-    name: str, device: str, detect_height: int | None, min_score: float | None
+    name: str, device: str, detect_height: int | None, min_score: float | None, min_face_size: int = 20
 ) -> FaceDetector:
-    return build_face_detector(name, device, detect_height=detect_height, min_score=min_score)
+    return build_face_detector(
+        name, device, detect_height=detect_height, min_score=min_score, min_face_size=min_face_size
+    )
 
 
 def detect_video_faces(

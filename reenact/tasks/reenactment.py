@@ -25,6 +25,7 @@ from reenact.losses.adversarial import (
     generator_adversarial_loss,
 )
 from reenact.losses.objective import ReenactmentObjective
+from reenact.models.geometry import resize_to
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class ReenactmentTask(LightningModule):
         kp_driving_2d = self.network.keypoints_2d(output["kp_driving"]).detach()
         if self.discriminator is not None:
             self.discriminator.requires_grad_(False)
+            driving = resize_to(driving, tuple(output["prediction"].shape[-2:]))
             fake = self.discriminator(output["prediction"], kp_driving_2d)
             losses["generator_gan"] = self.generator_gan * generator_adversarial_loss(
                 [pred for _, pred in fake], self.gan_kind
@@ -197,7 +199,7 @@ class ReenactmentTask(LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         video = batch["video"][0]  # (T, 3, H, W): the val loader yields one video per batch
         prediction = self.reconstruct_video(video)
-        l1 = (prediction - video).abs().mean()
+        video = resize_to(video, tuple(prediction.shape[-2:]))        l1 = (prediction - video).abs().mean()
         copy_source = (video[:1] - video).abs().mean()
         self.log_dict({"val/l1": l1, "val/l1_copy_source": copy_source}, on_step=False, on_epoch=True,
                       batch_size=1, sync_dist=True)

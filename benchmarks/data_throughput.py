@@ -1,0 +1,112 @@
+"""Training-pair throughput of `PairDataset` at 256x256: mp4 clips (several GOP lengths) vs PNG frame folders.
+
+    .venv/bin/python benchmarks/data_throughput.py                 # default sweep, prints a markdown table
+    .venv/bin/python benchmarks/data_throughput.py --pairs 1000 --keyframe-intervals 8 --workers 1
+
+Clips are rendered once by the synthetic generator (cached under --cache), re-encoded with `write_video` at each
+keyframe interval and written as frame folders with `write_frame_folder`. Rows report source/driving pairs per
+second: in the main process (num_workers=0) without and with augmentation, then through a DataLoader with N
+workers (after its first batch, so worker start-up is excluded), as a total and per worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from reenact.data import video
+from reenact.data.augmentation import Augmentation
+from reenact.data.datasets import PairDataset
+from reenact.data.synthetic import ensure_synthetic_dataset
+from reenact.data.video import iter_frames, probe_video, write_frame_folder, write_video
+
+
+def build_variants(cache: Path, frames: int, clips: int, intervals: list[int]) -> dict[str, Path]:
+    source = ensure_synthetic_dataset(cache, resolution=256, num_train_identities=clips, num_test_identities=0,
+                                      clips_per_identity=1, num_frames=frames) / "train"
+    variants: dict[str, Path] = {}
+    for interval in intervals:
+        folder = cache / f"gop{interval}-f{frames}-n{clips}"
+        if not folder.is_dir():
+            staging = Path(tempfile.mkdtemp(dir=cache))
+            for clip in sorted(source.glob("*.mp4")):
+                write_video(staging / clip.name, iter_frames(clip), probe_video(clip).fps, keyframe_interval=interval)
+            staging.rename(folder)
+        variants[f"mp4, GOP {interval}"] = folder
+    folder = cache / f"png-f{frames}-n{clips}"
+    if not folder.is_dir():
+        staging = Path(tempfile.mkdtemp(dir=cache))
+        for clip in sorted(source.glob("*.mp4")):
+            write_frame_folder(staging / clip.name, iter_frames(clip))
+        staging.rename(folder)
+    variants["png frame folders"] = folder
+    return variants
+
+
+def in_process_rate(dataset: PairDataset, pairs: int) -> float:
+    dataset[0]  # builds this process's frame-index cache entry of one clip, like a warm worker
+    start = time.perf_counter()
+    for index in range(pairs):
+        dataset[index % len(dataset)]
+    return pairs / (time.perf_counter() - start)
+
+
+def loader_rate(dataset: PairDataset, pairs: int, workers: int, batch_size: int = 8) -> float:
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True)
+    iterator = iter(loader)
+    next(iterator)
+    start, seen = time.perf_counter(), 0
+    for batch in iterator:
+        seen += batch["source"].shape[0]
+        if seen >= pairs:
+            break
+    return seen / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "reenact-bench-data")
+    parser.add_argument("--frames", type=int, default=128, help="frames per clip")
+    parser.add_argument("--clips", type=int, default=4, help="clips (one per identity)")
+    parser.add_argument("--pairs", type=int, default=400, help="pairs per measurement")
+    parser.add_argument("--keyframe-intervals", type=int, nargs="+", default=[4, 8, 16, 64])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--thread-types", nargs="+", default=["NONE", "SLICE", "FRAME", "AUTO"],
+                        help="decoder threading for random access, compared on GOP 8 in-process")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    args.cache.mkdir(parents=True, exist_ok=True)
+    variants = build_variants(args.cache, args.frames, args.clips, args.keyframe_intervals)
+    augmentation = Augmentation()
+
+    columns = ["data", "workers=0", "workers=0 +aug"] + [f"{w} worker(s) total / per worker" for w in args.workers]
+    print(f"\n256x256 pairs/s, {args.clips} clips x {args.frames} frames, {args.pairs} pairs per cell, "
+          f"decoder threads {video.RANDOM_ACCESS_THREAD_TYPE}, {torch.get_num_threads()} torch thread(s)\n")
+    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    for name, folder in variants.items():
+        plain = PairDataset(folder, 256, id_sampling=False, num_repeats=1000)
+        augmented = PairDataset(folder, 256, id_sampling=False, num_repeats=1000, augmentation=augmentation)
+        cells = [f"{in_process_rate(plain, args.pairs):.0f}", f"{in_process_rate(augmented, args.pairs):.0f}"]
+        for workers in args.workers:
+            total = loader_rate(augmented, args.pairs, workers)
+            cells.append(f"{total:.0f} / {total / workers:.0f}")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+    gop8 = next((f for n, f in variants.items() if n == "mp4, GOP 8"), None)
+    if gop8 is not None and args.thread_types:
+        print("\n| decoder thread_type (GOP 8, workers=0, no aug) | pairs/s |\n|---|---|")
+        default = video.RANDOM_ACCESS_THREAD_TYPE
+        for thread_type in args.thread_types:
+            video.RANDOM_ACCESS_THREAD_TYPE = thread_type
+            rate = in_process_rate(PairDataset(gop8, 256, id_sampling=False, num_repeats=1000), args.pairs)
+            print(f"| {thread_type} | {rate:.0f} |", flush=True)
+        video.RANDOM_ACCESS_THREAD_TYPE = default
+
+
+if __name__ == "__main__":
+    main()
