@@ -12,6 +12,7 @@ workers (after its first batch, so worker start-up is excluded), as a total and 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -48,12 +49,13 @@ def build_variants(cache: Path, frames: int, clips: int, intervals: list[int]) -
     return variants
 
 
-def in_process_rate(dataset: PairDataset, pairs: int) -> float:
+def in_process_rate(dataset: PairDataset, pairs: int) -> tuple[float, float]:
+    """(pairs per wall second, pairs per CPU second of this process); the second ignores other load."""
     dataset[0]  # builds this process's frame-index cache entry of one clip, like a warm worker
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for index in range(pairs):
         dataset[index % len(dataset)]
-    return pairs / (time.perf_counter() - start)
+    return pairs / (time.perf_counter() - start), pairs / (time.process_time() - cpu)
 
 
 def loader_rate(dataset: PairDataset, pairs: int, workers: int, batch_size: int = 8) -> float:
@@ -84,17 +86,21 @@ def main() -> None:
     variants = build_variants(args.cache, args.frames, args.clips, args.keyframe_intervals)
     augmentation = Augmentation()
 
-    columns = ["data", "workers=0", "workers=0 +aug"] + [f"{w} worker(s) total / per worker" for w in args.workers]
-    print(f"\n256x256 pairs/s, {args.clips} clips x {args.frames} frames, {args.pairs} pairs per cell, "
-          f"decoder threads {video.RANDOM_ACCESS_THREAD_TYPE}, {torch.get_num_threads()} torch thread(s)\n")
+    columns = (["data", "workers=0 (per CPU-s)", "workers=0 +aug (per CPU-s)"]
+               + [f"{w} worker(s) +aug, total / per worker" for w in args.workers] + ["load avg"])
+    print(f"\n256x256 pairs/s (wall clock; CPU-time rate in brackets), {args.clips} clips x {args.frames} frames, "
+          f"{args.pairs} pairs per cell, decoder threads {video.RANDOM_ACCESS_THREAD_TYPE}, "
+          f"{torch.get_num_threads()} torch thread(s), {os.cpu_count()} CPUs\n")
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for name, folder in variants.items():
         plain = PairDataset(folder, 256, id_sampling=False, num_repeats=1000)
         augmented = PairDataset(folder, 256, id_sampling=False, num_repeats=1000, augmentation=augmentation)
-        cells = [f"{in_process_rate(plain, args.pairs):.0f}", f"{in_process_rate(augmented, args.pairs):.0f}"]
+        cells = ["{:.0f} ({:.0f})".format(*in_process_rate(plain, args.pairs)),
+                 "{:.0f} ({:.0f})".format(*in_process_rate(augmented, args.pairs))]
         for workers in args.workers:
             total = loader_rate(augmented, args.pairs, workers)
             cells.append(f"{total:.0f} / {total / workers:.0f}")
+        cells.append(f"{os.getloadavg()[0]:.1f}")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
     gop8 = next((f for n, f in variants.items() if n == "mp4, GOP 8"), None)
@@ -104,7 +110,7 @@ def main() -> None:
         for thread_type in args.thread_types:
             video.RANDOM_ACCESS_THREAD_TYPE = thread_type
             rate = in_process_rate(PairDataset(gop8, 256, id_sampling=False, num_repeats=1000), args.pairs)
-            print(f"| {thread_type} | {rate:.0f} |", flush=True)
+            print("| {} | {:.0f} ({:.0f}) |".format(thread_type, *rate), flush=True)
         video.RANDOM_ACCESS_THREAD_TYPE = default
 
 

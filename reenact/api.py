@@ -5,6 +5,9 @@
     out = model.reconstruct(source, driving)          # tensors (B, 3, H, W) in [0, 1]
     frames = model.animate(source_image, driving_frames, relative=True)   # (T, 3, H, W)
 
+Files in, video out (face cropping, audio, paste-back): :func:`reenact.animation.video_job.animate_files`, or
+``python -m reenact.animate ckpt_path=CKPT source=IMAGE driving=VIDEO output=OUT.mp4``.
+
 Checkpoints are read with ``torch.load(weights_only=True)``: a checkpoint is data, never code. The network is
 rebuilt from the model config stored in the checkpoint by the training task.
 """
@@ -80,22 +83,58 @@ class PretrainedModel:
         relative: bool = True,
         adapt_movement_scale: bool = False,
         batch_size: int = 16,
+        reference_frame: int | str = "first",
+        precision: str = "fp32",
+        progress: bool = False,
     ) -> torch.Tensor:
-        """Drive one source image (3, H, W) with frames (T, 3, H, W); returns (T, 3, H, W) in [0, 1]."""
-        from reenact.animation.motion import animate_frames
+        """Drive one source image (3, H, W) with frames (T, 3, H, W), both in [0, 1] and already cropped;
+        returns (T, 3, H', W') in [0, 1] on the CPU. Inputs of another size are resized to ``frame_size``.
 
-        return animate_frames(self.network, source_image.to(self.device), driving_frames, relative=relative,
-                              adapt_movement_scale=adapt_movement_scale, batch_size=batch_size)
+        relative: relative motion (FOMM's normalize_kp, LivePortrait's relative pose); False copies the
+        driving keypoints (FOMM) or the driving pose and expression (3D family). adapt_movement_scale:
+        FOMM only. reference_frame: ``"first"``, ``"best"`` (the driving frame whose pose is closest to the
+        source's) or a frame index. precision: ``"fp32"`` or ``"bf16"`` (autocast).
+        """
+        from reenact.animation.pipeline import animate_frames
+        from reenact.models.geometry import resize_to
+
+        size = (self.frame_size, self.frame_size)
+        source = resize_to(source_image[None].to(self.device, torch.float32), size)[0]
+        return animate_frames(self.network, source, driving_frames, relative=relative,
+                              adapt_movement_scale=adapt_movement_scale, batch_size=batch_size,
+                              reference_frame=reference_frame, precision=precision, progress=progress)
 
 
-def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> PretrainedModel:
+def checkpoint_family(checkpoint: dict[str, Any]) -> str:
+    """The model family a checkpoint holds ("fomm", "liveportrait"), from its stored metadata."""
+    meta = checkpoint.get("reenact") or {}
+    family = meta.get("family")
+    if family:
+        return str(family)
+    target = str(((meta.get("model_config") or {}).get("network") or {}).get("_target_", ""))
+    if ".liveportrait." in target:
+        return "liveportrait"
+    return "fomm" if target.endswith("FirstOrderMotionModel") else "unknown"
+
+
+def load_pretrained(
+    path: str | Path, device: str | torch.device = "cpu", expected_family: str | None = None
+) -> PretrainedModel:
+    """The network of a training checkpoint (a file or a run directory), in eval mode on ``device``
+    (``"auto"``: CUDA when available). ``expected_family`` ("fomm" or "liveportrait") makes a checkpoint
+    of another family fail with a one-line :class:`CheckpointError` before anything is built."""
     checkpoint = read_checkpoint(path)
     meta = checkpoint.get("reenact") or {}
     model_config = meta.get("model_config")
     if not model_config or "network" not in model_config:
         raise CheckpointError(f"{path} has no stored model config; was it written by reenact's train.py?")
+    family = checkpoint_family(checkpoint)
+    if expected_family is not None and family != expected_family:
+        raise CheckpointError(f"checkpoint {path} holds a {family!r} model, not the requested {expected_family!r}")
     network = instantiate(OmegaConf.create(model_config["network"]))
     load_network_weights(network, path)
     data_config = meta.get("data_config") or {}
     frame_size = int(data_config.get("frame_size", 256))
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     return PretrainedModel(network, frame_size, torch.device(device), model_config)

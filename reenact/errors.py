@@ -21,4 +21,5 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     *_optional("reenact.data.datasets", "DatasetError"),
     *_optional("reenact.data.video", "VideoError"),
     *_optional("hydra.errors", "InstantiationException"),
+    *_optional("reenact.animation.errors", "AnimationInputError"),
 )

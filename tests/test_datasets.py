@@ -77,7 +77,8 @@ def test_resized_landmarks_follow_the_image(data: Path) -> None:
 
 def test_workers_draw_different_pairs(data: Path) -> None:
     single = PairDataset(data / "train", 64, id_sampling=False, num_repeats=8, identities=["id0000"])
-    loader = DataLoader(single, batch_size=1, num_workers=2, shuffle=False)
+    single[0]  # decoding in the parent first: forked workers must not inherit a stuck scaler context
+    loader = DataLoader(single, batch_size=1, num_workers=2, shuffle=False, timeout=60)
     draws = [tuple(b["source_pose"][0].tolist() + b["driving_pose"][0].tolist()) for b in loader]
     assert draws[0::2] != draws[1::2]  # worker 0 and worker 1 are not seeded alike
 
@@ -200,8 +201,11 @@ def test_datamodule_folder_split_and_errors(data: Path, tmp_path: Path) -> None:
     flat.mkdir()
     for clip in sorted((data / "train").glob("*.mp4")) + sorted((data / "test").glob("*.mp4")):
         shutil.copy(clip, flat / clip.name)
-    module = ReenactDataModule(root=str(flat), frame_size=32, batch_size=8, num_workers=0, augment=False)
+        np.save(flat / f"{clip.stem}.landmarks.npy", np.full((12, 68, 2), 30.0, np.float32))  # dlib layout
+    module = ReenactDataModule(root=str(flat), frame_size=32, batch_size=8, num_workers=0)
     module.setup("fit")
+    assert module.train_set.augmentation.landmark_flip_permutation.tolist() == list(IBUG68_FLIP_PERMUTATION)
+    assert module.train_set[0]["source_landmarks"].shape == (68, 2) and not module.train_set.with_pose
     train_ids, val_ids = set(module.train_set.identities), {c.identity for c in module.val_set.clips}
     assert len(train_ids) == 4 and len(val_ids) == 1 and not train_ids & val_ids
     assert not module.train_dataloader().drop_last  # 4 pairs per epoch do not fill a batch of 8
@@ -215,10 +219,35 @@ def test_datamodule_folder_split_and_errors(data: Path, tmp_path: Path) -> None:
         ReenactDataModule()
 
 
+def test_colour_jitter_matches_torchvision_chain() -> None:
+    from torchvision.transforms.v2 import functional as TF
+
+    from reenact.data.augmentation import colour_jitter
+
+    # mid-range colours, so that no intermediate value is clamped and the folded map must equal the chain
+    pair = 0.3 + 0.4 * torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    settings = {"brightness": 1.08, "contrast": 0.93, "saturation": 1.1, "hue": 0.0}
+    reference_ops = {"brightness": TF.adjust_brightness, "contrast": TF.adjust_contrast,
+                     "saturation": TF.adjust_saturation}
+    for order in (["brightness", "contrast", "saturation"], ["saturation", "contrast", "brightness"],
+                  ["contrast", "brightness", "saturation"]):
+        expected = []
+        for image in pair:
+            for name in order:
+                image = reference_ops[name](image, settings[name])
+            expected.append(image)
+        assert torch.allclose(colour_jitter(pair, settings, order + ["hue"]), torch.stack(expected), atol=1e-5)
+    saturated = torch.ones(1, 3, 4, 4)
+    assert torch.equal(colour_jitter(saturated, dict(settings, brightness=1.1), ["brightness"]), saturated)
+
+
 def test_hue_rotation_moves_like_an_hsv_shift() -> None:
     from torchvision.transforms.v2 import functional as TF
 
-    from reenact.data.augmentation import rotate_hue
+    from reenact.data.augmentation import colour_jitter
+
+    def rotate_hue(image: torch.Tensor, shift: float) -> torch.Tensor:
+        return colour_jitter(image[None], {"hue": shift}, ["hue"])[0]
 
     image = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
     grey = torch.full((3, 4, 4), 0.4)

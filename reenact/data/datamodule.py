@@ -22,7 +22,8 @@ import numpy as np
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from reenact.data.augmentation import Augmentation
+from reenact.data.augmentation import IBUG68_FLIP_PERMUTATION, Augmentation
+from reenact.data.sampling import EpochSampler
 from reenact.data.datasets import DatasetError, PairDataset, VideoDataset, scan_clips
 from reenact.data.synthetic import COMPLETE_MARKER, ensure_synthetic_dataset
 
@@ -90,10 +91,11 @@ class ReenactDataModule(LightningDataModule):
         contrast: float = 0.1,
         saturation: float = 0.1,
         hue: float = 0.1,
-        val_videos: int = 4,
-        val_max_frames: int = 32,
+        val_videos: int | None = 4,
+        val_max_frames: int | None = 32,
         pin_memory: bool = False,
         persistent_workers: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if (root is None) == (synthetic is None):
@@ -112,6 +114,7 @@ class ReenactDataModule(LightningDataModule):
         self.val_max_frames = val_max_frames
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.seed = seed
         self.batch_size_per_device = batch_size
         self.data_dir: Path | None = None
         self.train_set: PairDataset | None = None
@@ -141,10 +144,16 @@ class ReenactDataModule(LightningDataModule):
             log.warning("%s holds a single identity; validating on the training identity", data_dir)
         return data_dir, data_dir, train_ids, test_ids
 
-    def _landmark_flip_permutation(self) -> list[int] | None:
+    def _landmark_flip_permutation(self, dataset: PairDataset) -> list[int] | None:
+        """Mirror pairing of the landmarks: from the folder's dataset.json, else iBUG for 68 points, else none."""
         meta = self.data_dir / COMPLETE_MARKER if self.data_dir is not None else None
         if meta is not None and meta.is_file():
             return json.loads(meta.read_text()).get("landmark_flip_permutation")
+        if dataset.with_landmarks:
+            count = np.load(dataset.clips[0].landmarks, mmap_mode="r").shape[1]
+            if count == len(IBUG68_FLIP_PERMUTATION):
+                return list(IBUG68_FLIP_PERMUTATION)
+            log.warning("no landmark mirror pairing known for %d points: a flip mirrors x but keeps the order", count)
         return None
 
     def setup(self, stage: str | None = None) -> None:
@@ -155,30 +164,33 @@ class ReenactDataModule(LightningDataModule):
         if self.train_set is not None:
             return
         train_dir, test_dir, train_ids, test_ids = self._folders()
-        augmentation = None
+        self.train_set = PairDataset(train_dir, self.frame_size, self.id_sampling, self.num_repeats, None,
+                                     identities=train_ids, seed=self.seed)
         if self.augment:
-            augmentation = Augmentation(**self.augmentation_args,
-                                        landmark_flip_permutation=self._landmark_flip_permutation())
-        self.train_set = PairDataset(train_dir, self.frame_size, self.id_sampling, self.num_repeats, augmentation,
-                                     identities=train_ids)
+            self.train_set.augmentation = Augmentation(
+                **self.augmentation_args, landmark_flip_permutation=self._landmark_flip_permutation(self.train_set))
         self.val_set = VideoDataset(test_dir, self.frame_size, self.val_max_frames, self.val_videos, test_ids)
         self.test_set = VideoDataset(test_dir, self.frame_size, None, None, test_ids)
         log.info(self.describe())
 
-    def _loader(self, dataset: Any, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset: Any, batch_size: int, drop_last: bool, sampler: Any = None) -> DataLoader:
         return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=self.num_workers,
+            dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self._require(self.train_set)
-        return self._loader(dataset, self.batch_size_per_device, True, len(dataset) > self.batch_size_per_device)
+        drop_last = len(dataset) > self.batch_size_per_device
+        # EpochSampler shuffles by (seed, epoch) and splits across DDP ranks itself (trainer/ddp.yaml turns
+        # Lightning's sampler replacement off), so a resumed run sees exactly the batches it would have seen.
+        sampler = EpochSampler(len(dataset), seed=self.seed, shuffle=True)
+        return self._loader(dataset, self.batch_size_per_device, drop_last, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._require(self.val_set), 1, False, False)
+        return self._loader(self._require(self.val_set), 1, False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._require(self.test_set), 1, False, False)
+        return self._loader(self._require(self.test_set), 1, False)
 
     @staticmethod
     def _require(dataset: Any) -> Any:
@@ -192,7 +204,7 @@ class ReenactDataModule(LightningDataModule):
         if self.train_set is not None and self.val_set is not None:
             text += (f"; train {len(self.train_set.clips)} clips / {len(self.train_set.identities)} identities, "
                      f"{len(self.train_set)} pairs per epoch (id_sampling={self.id_sampling}, "
-                     f"repeats={self.num_repeats}); val {len(self.val_set)} videos x <= {self.val_max_frames} "
-                     f"frames; landmarks={self.train_set.with_landmarks}, pose={self.train_set.with_pose}")
+                     f"repeats={self.num_repeats}); val {len(self.val_set)} videos x "
+                     f"{'all' if self.val_max_frames is None else f'<= {self.val_max_frames}'} frames; landmarks={self.train_set.with_landmarks}, pose={self.train_set.with_pose}")
         return (text + f"; batch {self.batch_size} ({self.batch_size_per_device}/device), workers {self.num_workers}, "
                 f"augment={self.augment}")

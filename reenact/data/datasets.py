@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from reenact.data.augmentation import Augmentation
+from reenact.data.sampling import item_random
 from reenact.data.video import VIDEO_SUFFIXES, VideoError, probe_video, read_frames, read_video
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,7 @@ class PairDataset(Dataset):
         num_repeats: int = 1,
         augmentation: Augmentation | None = None,
         identities: Sequence[str] | None = None,
+        seed: int = 0,
     ) -> None:
         if frame_size < 2 or num_repeats < 1:
             raise ValueError(f"frame_size must be >= 2 and num_repeats >= 1, got {frame_size}, {num_repeats}")
@@ -167,22 +170,10 @@ class PairDataset(Dataset):
         self.by_identity = {i: [c for c in self.clips if c.identity == i] for i in self.identities}
         self.decode_failures = 0  # per process: each DataLoader worker counts its own
         self._broken: set[Path] = set()
-        self._seed: int | None = None
-        self._rng = np.random.default_rng(0)
-        self._generator = torch.Generator()
+        self.seed = seed
 
     def __len__(self) -> int:
         return (len(self.identities) if self.id_sampling else len(self.clips)) * self.num_repeats
-
-    def _random(self) -> tuple[np.random.Generator, torch.Generator]:
-        # torch's initial seed differs per DataLoader worker (base seed + worker id) and per epoch for
-        # non-persistent workers, so workers never repeat each other's draws.
-        seed = torch.initial_seed()
-        if seed != self._seed:
-            self._seed = seed
-            self._rng = np.random.default_rng(seed)
-            self._generator = torch.Generator().manual_seed(seed % (2**63))
-        return self._rng, self._generator
 
     def _choose(self, index: int, attempt: int, rng: np.random.Generator) -> Clip:
         if attempt == 0:
@@ -198,7 +189,9 @@ class PairDataset(Dataset):
         return pool[int(rng.integers(len(pool)))]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng, generator = self._random()
+        # ``index`` may be a sample key from EpochSampler (epoch * len + i): the item is key % len and every
+        # random draw depends only on (seed, key), so results do not depend on worker layout or resumption.
+        rng, generator = item_random(self.seed, index)
         for attempt in range(MAX_DRAW_ATTEMPTS):
             clip = self._choose(index, attempt, rng)
             frames = np.sort(rng.integers(0, clip.num_frames, size=2))  # with replacement, as FOMM

@@ -47,11 +47,13 @@ _local = threading.local()
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """(H, W, 3) uint8. One reformatter per thread keeps its colour-conversion context alive: a fresh frame's own
-    `to_ndarray` builds a new context every call, which costs more than decoding a 256x256 frame."""
-    reformatter = getattr(_local, "reformatter", None)
-    if reformatter is None:
-        reformatter = _local.reformatter = VideoReformatter()
-    return reformatter.reformat(frame, format="rgb24").to_ndarray()
+    `to_ndarray` builds a new context every call, which costs more than decoding a 256x256 frame. One scaler
+    thread: a threaded context inherited through fork (DataLoader workers) waits forever on the parent's pool."""
+    owner, reformatter = getattr(_local, "reformatter", (None, None))
+    if owner != os.getpid():
+        reformatter = VideoReformatter()
+        _local.reformatter = (os.getpid(), reformatter)
+    return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
 class VideoError(Exception):

@@ -94,7 +94,8 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             "global_step": trainer.global_step,
             "model": cfg.model.network._target_,
             "best_checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", None) or None,
-            "last_checkpoint": getattr(trainer.checkpoint_callback, "last_model_path", None) or None,
+            "last_checkpoint": next((str(p) for p in [Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"]
+                                     if p.is_file()), None),
         }
         write_json_atomic(Path(cfg.paths.output_dir) / "metrics.json", summary)
         log.info("final metrics: %s", json.dumps(metrics, sort_keys=True))

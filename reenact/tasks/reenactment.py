@@ -199,7 +199,8 @@ class ReenactmentTask(LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         video = batch["video"][0]  # (T, 3, H, W): the val loader yields one video per batch
         prediction = self.reconstruct_video(video)
-        video = resize_to(video, tuple(prediction.shape[-2:]))        l1 = (prediction - video).abs().mean()
+        video = resize_to(video, tuple(prediction.shape[-2:]))
+        l1 = (prediction - video).abs().mean()
         copy_source = (video[:1] - video).abs().mean()
         self.log_dict({"val/l1": l1, "val/l1_copy_source": copy_source}, on_step=False, on_epoch=True,
                       batch_size=1, sync_dist=True)

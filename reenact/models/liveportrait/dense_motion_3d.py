@@ -14,6 +14,14 @@ occlusion map:
 6. optionally, the hourglass output with depth folded into channels gives a sigmoid occlusion map.
 
 Because the masks sum to one, equal source and driving keypoints give exactly the identity grid.
+
+Sampling convention (``align_corners``): the coordinate grid always puts -1 and 1 at the centres of the first
+and last voxel. ``align_corners=True`` (reenact's convention) samples it with the same convention, so the
+identity grid reproduces the volume exactly. ``align_corners=False`` reproduces the released LivePortrait
+code, which samples this corner-aligned grid with ``grid_sample(align_corners=False)``: voxel i of an
+n-voxel axis is read at i * n / (n - 1) - 0.5, blending edge voxels with the zero padding. The released
+weights were trained that way, so converted official checkpoints set it to False
+(``python -m reenact.convert liveportrait``).
 At LivePortrait's released sizes (21 kp, 32 feature channels, depth 16, block_expansion 32,
 max_features 1024, 5 blocks, compress 4) this network has 44,283,621 parameters.
 """
@@ -40,6 +48,8 @@ class DenseMotionParams:
     max_features=1024, compress=4, reshape_depth=16. ``kp_variance`` is the Gaussian heatmap variance in
     normalised coordinates (0.01 in LivePortrait); ``mask_kernel_size`` is the (odd) cube size of the mask
     conv (7 in LivePortrait, where it is a quarter of W's compute; 3 suits shallow volumes).
+    ``align_corners`` is the grid_sample convention of the sparse warps here and of W's final warp (see the
+    module docstring): True is reenact's convention, False reproduces the released LivePortrait code.
     """
 
     block_expansion: int = 64
@@ -49,6 +59,7 @@ class DenseMotionParams:
     reshape_depth: int = 16
     kp_variance: float = 0.01
     mask_kernel_size: int = 7
+    align_corners: bool = True
 
     @classmethod
     def from_any(cls, params: DenseMotionParams | Mapping[str, Any] | None) -> DenseMotionParams:
@@ -64,6 +75,11 @@ class DenseMotionParams:
         for key, value in params.items():
             if key not in known:
                 raise ValueError(f"dense_motion_params: unknown key {key!r} (allowed: {', '.join(known)})")
+            if key == "align_corners":
+                if not isinstance(value, bool):
+                    raise TypeError(f"dense_motion_params: align_corners={value!r} must be bool")
+                values[key] = value
+                continue
             allowed = (int, float) if key == "kp_variance" else (int,)  # an int variance is a valid float
             if isinstance(value, bool) or not isinstance(value, allowed):
                 raise TypeError(f"dense_motion_params: {key}={value!r} must be {allowed[-1].__name__}")
@@ -72,6 +88,19 @@ class DenseMotionParams:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def sample_volume(volume: torch.Tensor, grid: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
+    """Trilinearly sample ``volume`` (B, C, D, H, W) at ``grid`` (B, D, H, W, 3) of normalised (x, y, z)
+    coordinates, zero outside; (B, C, D, H, W). ``align_corners=False`` is the released LivePortrait sampling."""
+    if align_corners:
+        return warp(volume, grid)
+    if volume.shape[2:] != grid.shape[1:4]:
+        raise ValueError(
+            f"sample_volume: align_corners=False needs the grid {tuple(grid.shape[1:4])} at the volume's size "
+            f"{tuple(volume.shape[2:])}"
+        )
+    return F.grid_sample(volume, grid.to(volume.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class DenseMotionNetwork(nn.Module):
@@ -90,6 +119,7 @@ class DenseMotionNetwork(nn.Module):
         estimate_occlusion_map: bool = False,
         kp_variance: float = 0.01,
         mask_kernel_size: int = 7,
+        align_corners: bool = True,
     ) -> None:
         super().__init__()
         if mask_kernel_size < 1 or mask_kernel_size % 2 == 0:
@@ -99,6 +129,7 @@ class DenseMotionNetwork(nn.Module):
         self.num_kp = num_kp
         self.kp_variance = kp_variance
         self.reshape_depth = reshape_depth
+        self.align_corners = align_corners
         # per motion: the warped compressed feature plus one heatmap-difference channel
         self.hourglass = Hourglass3d(
             block_expansion=block_expansion,
@@ -129,12 +160,14 @@ class DenseMotionNetwork(nn.Module):
         return torch.cat([identity, kp_motions], dim=1)
 
     @staticmethod
-    def create_deformed_feature(feature: torch.Tensor, sparse_motions: torch.Tensor) -> torch.Tensor:
+    def create_deformed_feature(
+        feature: torch.Tensor, sparse_motions: torch.Tensor, align_corners: bool = True
+    ) -> torch.Tensor:
         """Warp (B, c, D, H, W) by every sparse motion -> (B, K+1, c, D, H, W)."""
         bs, c, d, h, w = feature.shape
         n = sparse_motions.shape[1]
         repeated = feature.unsqueeze(1).expand(bs, n, c, d, h, w).reshape(bs * n, c, d, h, w)
-        deformed = warp(repeated, sparse_motions.reshape(bs * n, d, h, w, 3))
+        deformed = sample_volume(repeated, sparse_motions.reshape(bs * n, d, h, w, 3), align_corners)
         return deformed.view(bs, n, c, d, h, w)
 
     def create_heatmap_representations(
@@ -163,7 +196,7 @@ class DenseMotionNetwork(nn.Module):
         spatial = (d, h, w)
         feature = F.relu(self.norm(self.compress(feature)))  # (B, c, D, H, W)
         sparse_motions = self.create_sparse_motions(spatial, kp_driving, kp_source)  # (B, K+1, D, H, W, 3)
-        deformed = self.create_deformed_feature(feature, sparse_motions)  # (B, K+1, c, D, H, W)
+        deformed = self.create_deformed_feature(feature, sparse_motions, self.align_corners)  # (B, K+1, c, D, H, W)
         heatmap = self.create_heatmap_representations(spatial, kp_driving, kp_source)  # (B, K+1, 1, D, H, W)
         hourglass_in = torch.cat([heatmap, deformed], dim=2).view(bs, -1, d, h, w)  # (B, (K+1)(c+1), D, H, W)
         prediction = self.hourglass(hourglass_in)  # (B, out_filters, D, H, W)

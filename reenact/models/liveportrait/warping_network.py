@@ -10,10 +10,12 @@ At LivePortrait's released sizes (21 kp, block_expansion 64, max_features 512, 2
 reshape_channel 32, occlusion on, dense motion (32, 5 blocks, 1024, compress 4, depth 16)) this network has
 45,529,829 parameters, 44,283,621 of them in the dense motion network.
 
-Deviation from the seed: ``deform_input`` samples with ``align_corners=True`` (the project's convention, see
-:mod:`reenact.models.geometry`), so that the identity grid samples the volume exactly. The released
-LivePortrait weights were trained with ``align_corners=False``; loaded here they see a half-voxel shift
-(noticeable only along the 16-voxel depth axis).
+Sampling convention: ``dense_motion_params.align_corners`` (default True, the project's convention, see
+:mod:`reenact.models.geometry`) makes the identity grid sample the volume exactly, in the dense motion network
+and in ``deform_input`` alike. False reproduces the released LivePortrait code, whose weights were trained
+with ``grid_sample(align_corners=False)`` on the same corner-aligned grid; converted official checkpoints
+(``python -m reenact.convert liveportrait``) set it, because with True those weights would see a shift of up
+to half a voxel (largest along the 16-voxel depth axis).
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reenact.models.geometry import warp
 from reenact.models.liveportrait.blocks import SameBlock2d
-from reenact.models.liveportrait.dense_motion_3d import DenseMotionNetwork, DenseMotionParams
+from reenact.models.liveportrait.dense_motion_3d import DenseMotionNetwork, DenseMotionParams, sample_volume
 
 
 class WarpingNetwork(nn.Module):
@@ -44,7 +45,9 @@ class WarpingNetwork(nn.Module):
     that runs, and LivePortrait's max_features=512 builds the same network with the same parameter count.
 
     ``dense_motion_params`` is a :class:`DenseMotionParams` or a mapping (Hydra passes a DictConfig) with
-    keys block_expansion, num_blocks, max_features, compress, reshape_depth, kp_variance, mask_kernel_size;
+    keys block_expansion, num_blocks, max_features, compress, reshape_depth, kp_variance, mask_kernel_size,
+    align_corners (the grid_sample convention of both warps; it lives here, not in W's signature, which
+    mirrors the seed's);
     unknown keys raise, missing keys take the seed's defaults. ``estimate_occlusion_map=False`` gives
     ``occlusion_map=None`` and no masking; ``flag_use_occlusion_map=False`` keeps the map in the output but
     does not multiply ``out`` by it. ``upscale`` > 1 bilinearly enlarges ``out`` and the occlusion map by
@@ -73,6 +76,7 @@ class WarpingNetwork(nn.Module):
         self.reshape_depth = params.reshape_depth
         self.upscale = upscale
         self.flag_use_occlusion_map = flag_use_occlusion_map
+        self.align_corners = params.align_corners
         self.out_channels = min(max_features, block_expansion * (2**num_down_blocks))
 
         self.dense_motion_network = DenseMotionNetwork(
@@ -86,6 +90,7 @@ class WarpingNetwork(nn.Module):
             estimate_occlusion_map=estimate_occlusion_map,
             kp_variance=params.kp_variance,
             mask_kernel_size=params.mask_kernel_size,
+            align_corners=params.align_corners,
         )
         self.third = SameBlock2d(
             reshape_channel * params.reshape_depth, self.out_channels, kernel_size=3, padding=1, lrelu=True
@@ -93,10 +98,11 @@ class WarpingNetwork(nn.Module):
         self.fourth = nn.Conv2d(self.out_channels, self.out_channels, kernel_size=1, stride=1)
 
     @staticmethod
-    def deform_input(inp: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
+    def deform_input(inp: torch.Tensor, deformation: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
         """Trilinearly sample ``inp`` (B, C, D, H, W) at ``deformation`` (B, D, H, W, 3), normalised (x, y, z)
-        coordinates in [-1, 1] (align_corners=True, zero padding outside). Returns (B, C, D, H, W)."""
-        return warp(inp, deformation)
+        coordinates in [-1, 1] (zero padding outside; ``align_corners`` as in ``dense_motion_params``).
+        Returns (B, C, D, H, W)."""
+        return sample_volume(inp, deformation, align_corners)
 
     def forward(
         self, feature_3d: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor
@@ -110,7 +116,7 @@ class WarpingNetwork(nn.Module):
         deformation = dense_motion["deformation"]  # (B, D, H, W, 3)
         occlusion_map = dense_motion["occlusion_map"]  # (B, 1, H, W) or None
 
-        out = self.deform_input(feature_3d, deformation)  # (B, C, D, H, W)
+        out = self.deform_input(feature_3d, deformation, self.align_corners)  # (B, C, D, H, W)
         bs, c, d, h, w = out.shape
         out = out.reshape(bs, c * d, h, w)  # depth folded into channels: (B, C*D, H, W)
         out = self.fourth(self.third(out))  # (B, C_out, H, W)

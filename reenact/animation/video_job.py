@@ -1,0 +1,247 @@
+"""Files in, video out: crop the source image(s) and the driving video, animate, write an mp4.
+
+    from reenact.animation.video_job import AnimationOptions, animate_files
+    results = animate_files(model, "portrait.jpg", "talk.mp4", "out.mp4", AnimationOptions(paste_back=True))
+
+The output has the driving video's frame rate and exactly its number of frames (or ``max_frames``), and
+carries its audio when it has some. The driving video is decoded in streams: once to find its face crop,
+once for its keypoints (shared by all sources), and once more per source only for the side-by-side
+video. A folder of source images gives one video per image; images without a face are skipped there
+(with a warning), while a single source without a face stops with :class:`NoFaceError`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+import numpy as np
+import torch
+
+from reenact.animation.cropping import (
+    CropSettings,
+    build_detector,
+    driving_crop_box,
+    even_size,
+    list_source_images,
+    paste_back,
+    read_image,
+    source_crop_box,
+)
+from reenact.animation.errors import AnimationInputError, NoFaceError
+from reenact.animation.motion import KeypointDict, select_keypoints
+from reenact.animation.pipeline import Animator, choose_reference, detect_driving, progress_bar
+from reenact.data.video import VideoInfo, iter_frames, probe_video, write_video
+from reenact.face import crop_and_resize
+from reenact.face.crop import IntBox
+from reenact.utils.visualize import draw_keypoints, to_uint8
+
+log = logging.getLogger(__name__)
+SIDE_BY_SIDE_MIN_PANEL = 256
+
+
+@dataclass(frozen=True)
+class AnimationOptions:
+    relative: bool = True  # relative motion (FOMM normalize_kp / LivePortrait's relative pose); else absolute
+    adapt_movement_scale: bool = False  # FOMM only: scale the motion by the keypoint hulls' size ratio
+    reference_frame: int | str = "first"  # first | best (pose closest to the source) | a frame index
+    batch_size: int = 16
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    max_frames: int | None = None  # animate only the first N driving frames
+    paste_back: bool = False  # put the animated crop back into the full source image
+    side_by_side: bool = False  # also write <output>_side_by_side.mp4: source | driving | result with keypoints
+    progress: bool = True
+    crf: int = 18
+    crop: CropSettings = field(default_factory=CropSettings)
+
+
+@dataclass
+class AnimationResult:
+    source: Path
+    output: Path | None
+    num_frames: int = 0
+    fps: float = 0.0
+    source_box: IntBox | None = None
+    reference_index: int = 0
+    side_by_side: Path | None = None
+    skipped: str | None = None  # why a source of a folder was skipped
+
+
+@dataclass
+class DrivingVideo:
+    path: Path
+    info: VideoInfo
+    crop_box: IntBox
+    num_frames: int
+    keypoints: KeypointDict | None = None
+
+    def crops(self, size: int) -> Iterator[np.ndarray]:
+        """The cropped frames (size, size, 3) uint8, ``num_frames`` of them."""
+        for frame in itertools.islice(iter_frames(self.path), self.num_frames):
+            yield crop_and_resize(frame, self.crop_box, size)
+
+    def batches(self, size: int, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+        crops = self.crops(size)
+        while chunk := list(itertools.islice(crops, batch_size)):
+            yield image_tensor(np.stack(chunk), device)
+
+
+def image_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).movedim(-1, -3).float() / 255.0
+
+
+def prepare_driving(path: str | Path, options: AnimationOptions) -> DrivingVideo:
+    """Probe the driving video and find its fixed face crop (a VideoError for an unreadable file)."""
+    path = Path(path)
+    if not path.exists():
+        raise AnimationInputError(f"driving video not found: {path}")
+    info = probe_video(path)
+    num_frames = info.num_frames if options.max_frames is None else min(info.num_frames, options.max_frames)
+    if num_frames < 1:
+        raise AnimationInputError(f"driving video {path}: nothing to animate (max_frames={options.max_frames})")
+    detector = build_detector(options.crop) if options.crop.driving else None
+    frames = itertools.islice(iter_frames(path), num_frames) if options.crop.driving else iter([_blank(info)])
+    box, found = driving_crop_box(frames, path, options.crop, detector, num_frames)
+    if options.crop.driving:
+        log.info("driving %s: face found on %d sampled frames, crop box %s", path.name, found, box)
+    return DrivingVideo(path, info, box, num_frames)
+
+
+def _blank(info: VideoInfo) -> np.ndarray:
+    return np.zeros((info.height, info.width, 3), dtype=np.uint8)
+
+
+class _BackgroundWriter:
+    """write_video on a thread, fed frame by frame, so two videos can be written from one pass."""
+
+    def __init__(self, path: Path, fps: float, kwargs: dict[str, Any]) -> None:
+        self._queue: Queue[np.ndarray | None] = Queue(maxsize=8)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(path, fps, kwargs), daemon=True)
+        self._thread.start()
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        while (frame := self._queue.get()) is not None:
+            yield frame
+
+    def _run(self, path: Path, fps: float, kwargs: dict[str, Any]) -> None:
+        try:
+            write_video(path, self._frames(), fps, **kwargs)
+        except BaseException as exc:  # reported by close(); keep draining so put() never blocks
+            self.error = exc
+            while self._queue.get() is not None:
+                pass
+
+    def put(self, frame: np.ndarray) -> None:
+        self._queue.put(frame)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _side_by_side(
+    source: np.ndarray, driving: np.ndarray, result: np.ndarray, keypoints: list[np.ndarray]
+) -> np.ndarray:
+    """One frame of source | driving | result panels with their keypoints."""
+    import cv2
+
+    size = max(SIDE_BY_SIDE_MIN_PANEL, result.shape[0])
+    radius = max(2, size // 100)
+    panels = [cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA if p.shape[0] > size else cv2.INTER_CUBIC)
+              for p in (source, driving, result)]
+    return np.concatenate([draw_keypoints(p, kp, radius) for p, kp in zip(panels, keypoints, strict=True)], axis=1)
+
+
+def output_paths(sources: list[Path], driving: Path, output: str | Path | None, default_dir: Path) -> list[Path]:
+    """``output`` is the video for a single source, else (a folder of sources, or a folder given) a folder."""
+    def name(source: Path) -> str:
+        return f"{source.stem}__{driving.stem}.mp4"
+
+    if output is None:
+        return [default_dir / name(s) for s in sources]
+    output = Path(output)
+    if len(sources) == 1 and output.suffix.lower() == ".mp4":
+        return [output]
+    if output.suffix:
+        raise AnimationInputError(f"output={output}: a folder of sources needs an output folder, not a file")
+    return [output / name(s) for s in sources]
+
+
+def animate_one(model: Any, source_path: Path, driving: DrivingVideo, output: Path, options: AnimationOptions,
+                detector: Any) -> AnimationResult:
+    """Animate one source image with the prepared driving video; writes ``output``."""
+    image = read_image(source_path, options.crop.source_max_dim)
+    box, _ = source_crop_box(image, source_path, options.crop, detector)
+    size = model.frame_size
+    source_crop = crop_and_resize(image, box, size)
+    animator = Animator(model.network, image_tensor(source_crop, model.device), options.precision)
+    if driving.keypoints is None:
+        with progress_bar(driving.num_frames, f"keypoints {driving.path.name}", options.progress) as bar:
+            driving.keypoints = detect_driving(
+                model.network, driving.batches(size, options.batch_size, model.device), options.precision, bar)
+    reference = choose_reference(animator.family, animator.kp_source, driving.keypoints, options.reference_frame)
+    writer_kwargs: dict[str, Any] = {"crf": options.crf}
+    if driving.info.has_audio:
+        writer_kwargs["audio_source"] = driving.path
+    side_path = output.with_name(f"{output.stem}_side_by_side.mp4") if options.side_by_side else None
+    side_writer = _BackgroundWriter(side_path, driving.info.fps, writer_kwargs) if side_path else None
+    keypoints_2d = model.network.keypoints_2d
+
+    def frames() -> Iterator[np.ndarray]:
+        driving_crops: Iterable[np.ndarray] = driving.crops(size) if side_writer else itertools.repeat(None)
+        source_kp = keypoints_2d(animator.kp_source)[0].cpu().numpy()
+        with progress_bar(driving.num_frames, f"animate {source_path.name}", options.progress) as bar:
+            offset = 0
+            for out in animator.render_batches(driving.keypoints, reference, options.batch_size, options.relative,
+                                               options.adapt_movement_scale, bar):
+                count = out["prediction"].shape[0]
+                kp_new = keypoints_2d(out["kp_new"]).cpu().numpy()
+                kp_drv = keypoints_2d(select_keypoints(driving.keypoints, slice(offset, offset + count))).numpy()
+                for i, prediction in enumerate(out["prediction"]):
+                    result = to_uint8(prediction)
+                    if side_writer is not None:
+                        side_writer.put(_side_by_side(source_crop, next(driving_crops), result,
+                                                      [source_kp, kp_drv[i], kp_new[i]]))
+                    yield even_size(paste_back(image, result, box) if options.paste_back else result)
+                offset += count
+
+    try:
+        written = write_video(output, frames(), driving.info.fps, **writer_kwargs)
+    finally:
+        if side_writer is not None:
+            side_writer.close()
+    return AnimationResult(source_path, output, written, driving.info.fps, box, reference, side_path)
+
+
+def animate_files(model: Any, source: str | Path, driving: str | Path, output: str | Path | None = None,
+                  options: AnimationOptions | None = None, default_dir: str | Path = ".") -> list[AnimationResult]:
+    """Animate a source image (or every image of a folder) with a driving video; one result per source."""
+    options = options or AnimationOptions()
+    if options.batch_size < 1:
+        raise AnimationInputError(f"batch_size must be >= 1, got {options.batch_size}")
+    sources = list_source_images(source)
+    outputs = output_paths(sources, Path(driving), output, Path(default_dir))
+    prepared = prepare_driving(driving, options)
+    detector = build_detector(options.crop) if options.crop.source else None
+    results = []
+    for source_path, output_path in zip(sources, outputs, strict=True):
+        try:
+            results.append(animate_one(model, source_path, prepared, output_path, options, detector))
+        except NoFaceError as exc:
+            if len(sources) == 1:
+                raise
+            log.warning("skipped %s: %s", source_path.name, exc)
+            results.append(AnimationResult(source_path, None, skipped=str(exc)))
+    if all(r.skipped for r in results):
+        raise NoFaceError(f"no face found in any of the {len(sources)} source images in {source}")
+    return results

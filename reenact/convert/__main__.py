@@ -1,0 +1,53 @@
+"""``python -m reenact.convert {fomm,liveportrait} SOURCE OUT.ckpt [--preset NAME] [model.KEY=VALUE ...]``.
+
+fomm: SOURCE is the original checkpoint file (e.g. vox-cpk.pth.tar). liveportrait: SOURCE is the folder holding
+appearance_feature_extractor, motion_extractor, warping_module and spade_generator (.pth or .safetensors), or
+the HuggingFace download containing liveportrait/base_models. Trailing ``model.*`` overrides change the preset
+(e.g. for a checkpoint trained at other sizes). Errors are one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from reenact.convert.fomm import DEFAULT_PRESET as FOMM_PRESET
+from reenact.convert.fomm import convert_fomm
+from reenact.convert.keymap import ConversionError
+from reenact.convert.liveportrait import DEFAULT_PRESET as LIVEPORTRAIT_PRESET
+from reenact.convert.liveportrait import convert_liveportrait
+
+CONVERTERS = {"fomm": (convert_fomm, FOMM_PRESET), "liveportrait": (convert_liveportrait, LIVEPORTRAIT_PRESET)}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m reenact.convert", description="Import official FOMM / LivePortrait weights."
+    )
+    parser.add_argument("format", choices=sorted(CONVERTERS), help="which release SOURCE comes from")
+    parser.add_argument("source", help="fomm: the checkpoint file; liveportrait: the folder of base models")
+    parser.add_argument("out", help="the reenact checkpoint to write (.ckpt)")
+    parser.add_argument("overrides", nargs="*", help="model.* config overrides, as for train.py")
+    parser.add_argument("--preset", default=None, help="model preset (default: fomm_vox256 / liveportrait)")
+    parser.add_argument("--frame-size", type=int, default=256, help="input frame size stored for inference")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    convert, default_preset = CONVERTERS[args.format]
+    try:
+        report = convert(
+            args.source, args.out, preset=args.preset or default_preset, overrides=args.overrides,
+            frame_size=args.frame_size,
+        )
+    except (ConversionError, OSError) as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return 2
+    print("\n".join(report.lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
