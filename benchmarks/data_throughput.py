@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/data_throughput.py --pairs 1000 --keyframe-intervals 8 --workers 1
 
 Clips are rendered once by the synthetic generator (cached under --cache), re-encoded with `write_video` at each
-keyframe interval and written as frame folders with `write_frame_folder`. Rows report source/driving pairs per
+keyframe interval and written as frame folders with `write_frame_folder`; the real clips in ../shared/data/faces
+(shrunk to 256x256, GOP 8) add a row when present. Rows report source/driving pairs per
 second: in the main process (num_workers=0) without and with augmentation, then through a DataLoader with N
 workers (after its first batch, so worker start-up is excluded), as a total and per worker.
 """
@@ -12,12 +13,15 @@ workers (after its first batch, so worker start-up is excluded), as a total and 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from reenact.data import video
@@ -49,6 +53,23 @@ def build_variants(cache: Path, frames: int, clips: int, intervals: list[int]) -
     return variants
 
 
+def build_real_variant(cache: Path, faces: Path, frames: int, clips: int) -> dict[str, Path]:
+    """The real talking-head clips, shrunk to 256x256 and re-encoded by write_video (GOP 8): real texture and noise
+    cost more to decode than the smooth synthetic faces."""
+    folder = cache / f"real-f{frames}-n{clips}"
+    sources = sorted(p for p in faces.glob("d*.mp4") if probe_video(p).width == probe_video(p).height)[:clips]
+    if not sources:
+        return {}
+    if not folder.is_dir():
+        staging = Path(tempfile.mkdtemp(dir=cache))
+        for index, clip in enumerate(sources):
+            shrunk = (np.asarray(Image.fromarray(f).resize((256, 256), Image.BILINEAR)) for f in iter_frames(clip))
+            target = staging / f"real{index}#{clip.stem}.mp4"
+            write_video(target, itertools.islice(shrunk, frames), probe_video(clip).fps)
+        staging.rename(folder)
+    return {"real faces mp4, GOP 8": folder}
+
+
 def in_process_rate(dataset: PairDataset, pairs: int) -> tuple[float, float]:
     """(pairs per wall second, pairs per CPU second of this process); the second ignores other load."""
     dataset[0]  # builds this process's frame-index cache entry of one clip, like a warm worker
@@ -78,12 +99,16 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=400, help="pairs per measurement")
     parser.add_argument("--keyframe-intervals", type=int, nargs="+", default=[4, 8, 16, 64])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--faces", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+                        / "faces", help="real square clips to add as a row (skipped when absent)")
     parser.add_argument("--thread-types", nargs="+", default=["NONE", "SLICE", "FRAME", "AUTO"],
                         help="decoder threading for random access, compared on GOP 8 in-process")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as in a DataLoader worker
     args.cache.mkdir(parents=True, exist_ok=True)
     variants = build_variants(args.cache, args.frames, args.clips, args.keyframe_intervals)
+    if args.faces.is_dir():
+        variants.update(build_real_variant(args.cache, args.faces, args.frames, args.clips))
     augmentation = Augmentation()
 
     columns = (["data", "workers=0 (per CPU-s)", "workers=0 +aug (per CPU-s)"]

@@ -50,6 +50,7 @@ def options_from_config(cfg: DictConfig) -> Any:
         relative=bool(cfg.relative),
         adapt_movement_scale=bool(cfg.adapt_movement_scale),
         reference_frame=reference,
+        best_frame_by=str(cfg.get("best_frame_by", "keypoints")),
         batch_size=int(cfg.batch_size),
         precision=str(cfg.precision),
         max_frames=None if cfg.get("max_frames") is None else int(cfg.max_frames),

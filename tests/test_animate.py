@@ -28,7 +28,7 @@ from reenact.animation.motion import (
 )
 from reenact.animation.pipeline import Animator, detect_driving
 from reenact.api import CheckpointError, load_pretrained
-from reenact.data.video import VideoError, probe_video
+from reenact.data.video import VideoError, probe_video, read_frames, write_video
 from reenact.face import face_crop_box
 from reenact.models.geometry import make_coordinate_grid
 from reenact.models.liveportrait.keypoint_transform import motion_to_keypoints, rotation_matrix
@@ -267,6 +267,25 @@ def test_uncropped_driving_video_is_cropped_pasted_back_and_shown_side_by_side(
     assert (written.width, written.height) == (564, 728)  # s3 is 564x729: the full image, made even
     assert side.width == 3 * side.height
     assert 0 <= result.reference_index < 24
+
+
+@pytest.mark.real_data
+def test_best_reference_frame_by_landmarks_finds_the_source_pose(faces_dir: Path, fomm_ckpt: Path,
+                                                                   tmp_path: Path) -> None:
+    import cv2
+    from PIL import Image
+
+    frame = read_frames(faces_dir / "d0.mp4", [40])[0]  # (512, 512, 3)
+
+    def rolled(angle: float) -> np.ndarray:
+        matrix = cv2.getRotationMatrix2D((256, 256), angle, 1.0)
+        return cv2.warpAffine(frame, matrix, (512, 512), borderMode=cv2.BORDER_REFLECT)
+
+    write_video(tmp_path / "roll.mp4", [rolled(a) for a in (-16, -8, 0, 8, 16)], 25.0)
+    Image.fromarray(rolled(8)).save(tmp_path / "source.png")
+    [result] = animate(fomm_ckpt, tmp_path / "source.png", tmp_path / "roll.mp4", tmp_path / "out.mp4",
+                       "reference_frame=best", "best_frame_by=landmarks", "crop.detect_every=1")
+    assert result.reference_index == 3 and result.num_frames == 5  # the frame rolled like the source
 
 
 @pytest.mark.real_data

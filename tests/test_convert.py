@@ -14,6 +14,7 @@ import json
 import math
 import re
 import struct
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -215,12 +216,12 @@ def fill(lay: Layout, gen: torch.Generator, device: str = "cpu") -> dict[str, to
     return out
 
 
-def model_dict(preset: str, overrides: list[str] = ()) -> dict:
+def model_dict(preset: str, overrides: Sequence[str] = ()) -> dict:
     return to_plain(compose_config("train", [f"model={preset}", "paths.root_dir=/tmp", "paths.output_dir=/tmp",
                                              *overrides]).model)
 
 
-def fomm_fixture(preset: str, overrides: list[str] = (), seed: int = 0) -> dict:
+def fomm_fixture(preset: str, overrides: Sequence[str] = (), seed: int = 0) -> dict:
     lay, fixed = fomm_layout(model_dict(preset, overrides))
     tensors = {**fill(lay, torch.Generator().manual_seed(seed)), **fixed}
     # Jacobians near the identity keep J_d invertible, as trained detectors do
@@ -261,7 +262,9 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
 
 
-def liveportrait_folder(folder: Path, preset: str = "liveportrait_small", edit=None) -> dict[str, dict]:
+def liveportrait_folder(
+    folder: Path, preset: str = "liveportrait_small", edit: Callable[[dict], None] | None = None
+) -> dict[str, dict]:
     states = {stem: fill(lay, torch.Generator().manual_seed(i))
               for i, (stem, lay) in enumerate(liveportrait_layout(model_dict(preset)).items())}
     states["motion_extractor"]["detector.fc_scale.bias"] = torch.ones(1)
@@ -284,16 +287,17 @@ def flat(out: object) -> torch.Tensor:
     return torch.cat([flat(v) for v in items if v is not None])
 
 
-def assert_every_tensor_matters(module: nn.Module, forward) -> None:
+def assert_every_tensor_matters(module: nn.Module, forward: Callable[[], torch.Tensor]) -> None:
     """Deterministic, and no converted tensor is silently unused: every parameter gets a gradient; every
     persistent buffer (BatchNorm statistics, spectral-norm u and v) belongs to a module whose parameters matter
     and which runs in eval mode, where it reads them; perturbing the first buffer of each kind confirms that."""
     module.eval()
     with torch.no_grad():
         base = forward()
-        assert torch.equal(base, forward())
     module.zero_grad(set_to_none=True)
-    (forward() * torch.randn(base.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+    out = forward()
+    assert torch.equal(out.detach(), base)  # deterministic
+    (out * torch.randn(base.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
     used = {n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert not [n for n, _ in module.named_parameters() if n not in used]
     persistent = module.state_dict()
@@ -366,7 +370,7 @@ def test_full_size_files_map_every_key_onto_our_models() -> None:
     assert cfg.network.warping_network.dense_motion_params.align_corners is False
 
 
-def test_fomm_round_trip_fills_every_tensor(fomm_small: tuple[Path, dict], capsys: pytest.CaptureFixture) -> None:
+def test_fomm_round_trip_fills_every_tensor(fomm_small: tuple[Path, dict]) -> None:
     path, obj = fomm_small
     checkpoint = read_checkpoint(path)
     assert {"epoch", "global_step", "pytorch-lightning_version"} <= set(checkpoint)

@@ -127,7 +127,8 @@ def test_interrupted_generation_leaves_nothing_complete(tmp_path: Path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic_dataset(tmp_path, **tiny)
     assert list(tmp_path.iterdir()) == []  # no partial folder under the final name, no temporary left
-    stale = tmp_path / f".tmp-{synthetic.dataset_name(64, 1, 1, 2, 4, 25, 0)}-{synthetic.socket.gethostname()}-999999999"
+    name = synthetic.dataset_name(64, 1, 1, 2, 4, 25, 0)
+    stale = tmp_path / f".tmp-{name}-{synthetic.socket.gethostname()}-999999999"
     stale.mkdir()  # left by a killed process
     monkeypatch.setattr(synthetic, "_write_clip", original)
     folder = ensure_synthetic_dataset(tmp_path, **tiny)

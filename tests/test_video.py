@@ -34,7 +34,8 @@ def moving_frames(count: int = 24, height: int = 48, width: int = 64) -> np.ndar
 def decode_audio(path: Path) -> np.ndarray:
     with av.open(str(path)) as container:
         resampler = av.AudioResampler(format="fltp", layout="mono", rate=44100)
-        chunks = [c.to_ndarray()[0] for f in container.decode(container.streams.audio[0]) for c in resampler.resample(f)]
+        frames = container.decode(container.streams.audio[0])
+        chunks = [chunk.to_ndarray()[0] for frame in frames for chunk in resampler.resample(frame)]
     return np.concatenate(chunks)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reenact.animation.errors import AnimationInputError
 from reenact.animation.motion import (
     KeypointDict,
     best_reference_frame,
@@ -107,9 +108,10 @@ def choose_reference(family: str, kp_source: KeypointDict, kp_driving_all: Keypo
         return best_reference_frame(family, move_keypoints(kp_source, "cpu"), kp_driving_all)
     if isinstance(reference_frame, int) and not isinstance(reference_frame, bool):
         if not 0 <= reference_frame < num_frames:
-            raise ValueError(f"reference_frame={reference_frame} is outside the driving video's {num_frames} frames")
+            raise AnimationInputError(
+                f"reference_frame={reference_frame} is outside the driving video's {num_frames} frames")
         return reference_frame
-    raise ValueError(f"reference_frame={reference_frame!r}; choose first, best or a frame index")
+    raise AnimationInputError(f"reference_frame={reference_frame!r}; choose first, best or a frame index")
 
 
 class Animator:

@@ -12,6 +12,7 @@ video. A folder of source images gives one video per image; images without a fac
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -35,7 +36,7 @@ from reenact.animation.cropping import (
     source_crop_box,
 )
 from reenact.animation.errors import AnimationInputError, NoFaceError
-from reenact.animation.motion import KeypointDict, select_keypoints
+from reenact.animation.motion import KeypointDict, closest_constellation, select_keypoints
 from reenact.animation.pipeline import Animator, choose_reference, detect_driving, progress_bar
 from reenact.data.video import VideoInfo, iter_frames, probe_video, write_video
 from reenact.face import crop_and_resize
@@ -44,6 +45,8 @@ from reenact.utils.visualize import draw_keypoints, to_uint8
 
 log = logging.getLogger(__name__)
 SIDE_BY_SIDE_MIN_PANEL = 256
+LANDMARK_SIZE = 256  # crops for dlib's landmarks, whose HOG face detector needs faces of about 80 px or more
+BEST_FRAME_METHODS = ("keypoints", "landmarks")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class AnimationOptions:
     relative: bool = True  # relative motion (FOMM normalize_kp / LivePortrait's relative pose); else absolute
     adapt_movement_scale: bool = False  # FOMM only: scale the motion by the keypoint hulls' size ratio
     reference_frame: int | str = "first"  # first | best (pose closest to the source) | a frame index
+    best_frame_by: str = "keypoints"  # "best" judged by the model's keypoints, or by 68 dlib landmarks (FOMM demo)
     batch_size: int = 16
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     max_frames: int | None = None  # animate only the first N driving frames
@@ -80,6 +84,7 @@ class DrivingVideo:
     crop_box: IntBox
     num_frames: int
     keypoints: KeypointDict | None = None
+    landmarks: np.ndarray | None = None  # (T, 68, 2) on LANDMARK_SIZE crops, NaN where no face was found
 
     def crops(self, size: int) -> Iterator[np.ndarray]:
         """The cropped frames (size, size, 3) uint8, ``num_frames`` of them."""
@@ -162,6 +167,29 @@ def _side_by_side(
     return np.concatenate([draw_keypoints(p, kp, radius) for p, kp in zip(panels, keypoints, strict=True)], axis=1)
 
 
+@functools.lru_cache(maxsize=1)
+def _landmark_detector() -> Any:
+    from reenact.face import build_landmark_detector
+
+    return build_landmark_detector("dlib")  # a few seconds to load: once per process
+
+
+def landmark_reference(source_crop: np.ndarray, source_path: Path, driving: DrivingVideo) -> int:
+    """The driving frame whose 68 landmarks, normalised for position and size, are nearest the source's."""
+    from reenact.face import stack_landmarks
+
+    detector = _landmark_detector()
+    source_points = detector.detect(source_crop)
+    if source_points is None:
+        raise AnimationInputError(f"reference_frame=best: no facial landmarks found in source {source_path}; "
+                                  f"use best_frame_by=keypoints")
+    if driving.landmarks is None:
+        driving.landmarks = stack_landmarks([detector.detect(crop) for crop in driving.crops(LANDMARK_SIZE)])
+    if not np.isfinite(driving.landmarks).all(axis=(1, 2)).any():
+        raise AnimationInputError(f"reference_frame=best: no facial landmarks found in driving video {driving.path}")
+    return closest_constellation(source_points, driving.landmarks)
+
+
 def output_paths(sources: list[Path], driving: Path, output: str | Path | None, default_dir: Path) -> list[Path]:
     """``output`` is the video for a single source, else (a folder of sources, or a folder given) a folder."""
     def name(source: Path) -> str:
@@ -172,6 +200,8 @@ def output_paths(sources: list[Path], driving: Path, output: str | Path | None, 
     output = Path(output)
     if len(sources) == 1 and output.suffix.lower() == ".mp4":
         return [output]
+    if len(sources) == 1 and output.suffix:
+        raise AnimationInputError(f"output={output}: write an .mp4 file (or give a folder)")
     if output.suffix:
         raise AnimationInputError(f"output={output}: a folder of sources needs an output folder, not a file")
     return [output / name(s) for s in sources]
@@ -189,7 +219,10 @@ def animate_one(model: Any, source_path: Path, driving: DrivingVideo, output: Pa
         with progress_bar(driving.num_frames, f"keypoints {driving.path.name}", options.progress) as bar:
             driving.keypoints = detect_driving(
                 model.network, driving.batches(size, options.batch_size, model.device), options.precision, bar)
-    reference = choose_reference(animator.family, animator.kp_source, driving.keypoints, options.reference_frame)
+    if options.reference_frame == "best" and options.best_frame_by == "landmarks":
+        reference = landmark_reference(crop_and_resize(image, box, LANDMARK_SIZE), source_path, driving)
+    else:
+        reference = choose_reference(animator.family, animator.kp_source, driving.keypoints, options.reference_frame)
     writer_kwargs: dict[str, Any] = {"crf": options.crf}
     if driving.info.has_audio:
         writer_kwargs["audio_source"] = driving.path
@@ -229,6 +262,8 @@ def animate_files(model: Any, source: str | Path, driving: str | Path, output: s
     options = options or AnimationOptions()
     if options.batch_size < 1:
         raise AnimationInputError(f"batch_size must be >= 1, got {options.batch_size}")
+    if options.best_frame_by not in BEST_FRAME_METHODS:
+        raise AnimationInputError(f"best_frame_by={options.best_frame_by!r}; choose {' or '.join(BEST_FRAME_METHODS)}")
     sources = list_source_images(source)
     outputs = output_paths(sources, Path(driving), output, Path(default_dir))
     prepared = prepare_driving(driving, options)

@@ -31,7 +31,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", help="model.* config overrides, as for train.py")
     parser.add_argument("--preset", default=None, help="model preset (default: fomm_vox256 / liveportrait)")
     parser.add_argument("--frame-size", type=int, default=256, help="input frame size stored for inference")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may follow the options
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from torch import nn
 from reenact.api import CheckpointError
 
 # How many key names an error message lists per category before it only counts the rest.
-LISTED_KEYS = 20
+LISTED_KEYS = 10
 # A fixed buffer in a source file must equal ours to this absolute tolerance (float32 rounding of one formula).
 FIXED_BUFFER_ATOL = 1e-6
 DEFAULTABLE_SUFFIX = ".num_batches_tracked"

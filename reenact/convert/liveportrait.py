@@ -90,14 +90,18 @@ def convert_liveportrait_states(
         )
     tensors = {f"{stem}.{key}": value for stem, state in states.items() for key, value in state.items()}
     report = ConversionReport(source_format="liveportrait", source=where, preset=preset)
-    model_cfg = compose_model_config(preset, [*RELEASED_CONVENTION, *overrides])
-    if not str(model_cfg.network.get("_target_", "")).endswith("LivePortraitModel"):
-        target = model_cfg.network.get("_target_")
+    target = compose_model_config(preset).network.get("_target_")  # before overriding LivePortrait-only keys
+    if not str(target).endswith("LivePortraitModel"):
         raise ConversionError(f"preset '{preset}' is not a LivePortrait preset (network {target})")
+    model_cfg = compose_model_config(preset, [*RELEASED_CONVENTION, *overrides])
     if model_cfg.network.warping_network.dense_motion_params.get("align_corners", True):
         report.notes.append(
             "align_corners=true was requested: the released weights were trained with align_corners=false, "
             "so outputs will differ from the released code"
+        )
+    else:
+        report.notes.append(
+            "stored model config: warping_network.dense_motion_params.align_corners=false, the released sampling"
         )
     state = convert_state(tensors, build_targets(model_cfg, with_discriminator=False), RENAMES, report)
     report.notes.append("the release has no discriminator; a GAN fine-tune starts a new one")

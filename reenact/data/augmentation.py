@@ -12,8 +12,10 @@ hue in YIQ chroma space instead of an HSV round trip: the same kind of perturbat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 # Mirror pairs of the iBUG 300-W 68-point layout (dlib's shape predictor): jaw, brows, nose, eyes, lips.
@@ -82,20 +84,18 @@ class Augmentation:
         return sample
 
 
-_GREY = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)  # ITU-R 601 luma, as torchvision
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                           dtype=torch.float64)
-_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+# The colour maps are composed in numpy (float64): a handful of 3x3 products, far cheaper than tiny torch ops.
+_GREY = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as torchvision
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
 
-def hue_matrix(shift: float) -> torch.Tensor:
+def hue_matrix(shift: float) -> np.ndarray:
     """(3, 3) RGB map rotating chroma by `shift` turns and keeping luma; a positive shift moves red towards
     yellow, the direction of torchvision's HSV adjust_hue."""
-    angle = torch.tensor(-2 * torch.pi * shift, dtype=torch.float64)  # I/Q turn opposite to the HSV hue circle
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    rotation = torch.stack([torch.stack([torch.ones(()), torch.zeros(()), torch.zeros(())]).double(),
-                            torch.stack([torch.zeros((), dtype=torch.float64), cos, -sin]),
-                            torch.stack([torch.zeros((), dtype=torch.float64), sin, cos])])
+    angle = -2 * math.pi * shift  # I/Q turn opposite to the HSV hue circle
+    rotation = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(angle), -math.sin(angle)],
+                         [0.0, math.sin(angle), math.cos(angle)]])
     return _YIQ_TO_RGB @ rotation @ _RGB_TO_YIQ
 
 
@@ -106,26 +106,27 @@ def colour_jitter(images: torch.Tensor, settings: dict[str, float], order: Seque
     along exactly), so the chain folds into one map per image applied in a single pass, clamped once. That
     equals torchvision's op-by-op chain wherever no intermediate value leaves [0, 1].
     """
-    matrix = torch.eye(3, dtype=torch.float64)
-    offset = torch.zeros(images.shape[0], 3, dtype=torch.float64)  # per image: contrast depends on its mean
-    mean = images.mean(dim=(-2, -1)).double()  # (N, 3) mean colour of the input
-    ones = torch.ones(3, dtype=torch.float64)
+    matrix = np.eye(3)
+    mean = images.mean(dim=(-2, -1)).double().numpy()  # (N, 3) mean colour of the input
+    offset = np.zeros_like(mean)  # per image, because contrast depends on each image's mean
     for name in order:
         value = settings[name]
+        shift = np.zeros_like(offset)
         if name == "brightness":
-            step, shift = value * torch.eye(3, dtype=torch.float64), torch.zeros_like(offset)
+            step = value * np.eye(3)
         elif name == "contrast":
             current_grey = (mean @ matrix.T + offset) @ _GREY  # (N,) mean grey of the image so far
-            step, shift = value * torch.eye(3, dtype=torch.float64), (1 - value) * current_grey[:, None] * ones
+            step, shift = value * np.eye(3), np.repeat((1 - value) * current_grey[:, None], 3, axis=1)
         elif name == "saturation":
-            step, shift = value * torch.eye(3, dtype=torch.float64) + (1 - value) * torch.outer(ones, _GREY), 0 * offset
+            step = value * np.eye(3) + (1 - value) * np.outer(np.ones(3), _GREY)
         elif name == "hue":
-            step, shift = hue_matrix(value), torch.zeros_like(offset)
+            step = hue_matrix(value)
         else:
             raise ValueError(f"unknown colour operation {name!r}")
         matrix, offset = step @ matrix, offset @ step.T + shift
-    flat = images.flatten(-2)  # (N, 3, H*W)
-    out = torch.matmul(matrix.to(images.dtype), flat).add_(offset.to(images.dtype)[..., None])
+    weights = torch.from_numpy(matrix).to(images.dtype)
+    out = torch.matmul(weights, images.flatten(-2))  # (N, 3, H*W)
+    out += torch.from_numpy(offset).to(images.dtype)[..., None]
     return out.view(images.shape).clamp_(0, 1)
 
 

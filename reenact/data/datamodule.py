@@ -23,8 +23,8 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
 from reenact.data.augmentation import IBUG68_FLIP_PERMUTATION, Augmentation
-from reenact.data.sampling import EpochSampler
 from reenact.data.datasets import DatasetError, PairDataset, VideoDataset, scan_clips
+from reenact.data.sampling import EpochSampler
 from reenact.data.synthetic import COMPLETE_MARKER, ensure_synthetic_dataset
 
 log = logging.getLogger(__name__)
@@ -205,6 +205,7 @@ class ReenactDataModule(LightningDataModule):
             text += (f"; train {len(self.train_set.clips)} clips / {len(self.train_set.identities)} identities, "
                      f"{len(self.train_set)} pairs per epoch (id_sampling={self.id_sampling}, "
                      f"repeats={self.num_repeats}); val {len(self.val_set)} videos x "
-                     f"{'all' if self.val_max_frames is None else f'<= {self.val_max_frames}'} frames; landmarks={self.train_set.with_landmarks}, pose={self.train_set.with_pose}")
+                     f"{'all' if self.val_max_frames is None else f'<= {self.val_max_frames}'} frames; "
+                     f"landmarks={self.train_set.with_landmarks}, pose={self.train_set.with_pose}")
         return (text + f"; batch {self.batch_size} ({self.batch_size_per_device}/device), workers {self.num_workers}, "
                 f"augment={self.augment}")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
@@ -69,7 +68,8 @@ def _side(clip: Path, kind: str, num_frames: int, trailing: tuple[int | None, ..
         array = np.load(path, mmap_mode="r")
     except (OSError, ValueError):
         return None, False
-    shape_ok = array.ndim == 1 + len(trailing) and all(t is None or t == n for t, n in zip(trailing, array.shape[1:]))
+    shape_ok = array.ndim == 1 + len(trailing) and all(
+        t is None or t == n for t, n in zip(trailing, array.shape[1:], strict=True))
     if array.shape[0] != num_frames or not shape_ok:
         return None, False
     return path, True

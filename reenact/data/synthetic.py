@@ -72,7 +72,8 @@ class Identity:
         return Identity(
             radii=np.array([width, height, width * rng.uniform(0.85, 0.95)]),
             skin=np.clip(np.asarray(skin_base) + rng.uniform(-0.06, 0.06, 3), 0, 1),
-            hair=colour(0.02, 0.55), iris=colour(0.05, 0.6), lips=np.clip([0.75, 0.25, 0.3] + rng.uniform(-0.15, 0.15, 3), 0, 1),
+            hair=colour(0.02, 0.55), iris=colour(0.05, 0.6),
+            lips=np.clip([0.75, 0.25, 0.3] + rng.uniform(-0.15, 0.15, 3), 0, 1),
             shirt=colour(0.1, 0.95), cheek=np.clip([0.95, 0.45, 0.45] + rng.uniform(-0.1, 0.1, 3), 0, 1),
             hairline=rng.uniform(0.42, 0.62), eye_dx=rng.uniform(0.32, 0.42),
             eye_size=(rng.uniform(0.085, 0.115), rng.uniform(0.045, 0.065)),
@@ -100,14 +101,16 @@ class Motion:
 
         def wave(amplitude: float) -> np.ndarray:  # smooth, head-motion-rate curve in [-amplitude, amplitude]
             freqs, phases, weights = rng.uniform(0.3, 0.9, 2), rng.uniform(0, 2 * np.pi, 2), rng.dirichlet([2, 2])
-            return amplitude * sum(w * np.sin(2 * np.pi * f * t + p) for f, p, w in zip(freqs, phases, weights))
+            terms = zip(freqs, phases, weights, strict=True)
+            return amplitude * sum(w * np.sin(2 * np.pi * f * t + p) for f, p, w in terms)
 
         eye_open = np.ones(num_frames)
         blink_at, blink_len = rng.uniform(0.15, 0.6), 0.24
         while blink_at < t[-1]:
             phase = (t - blink_at) / blink_len
             inside = (phase >= 0) & (phase <= 1)
-            eye_open[inside] = np.minimum(eye_open[inside], 0.06 + 0.94 * (0.5 + 0.5 * np.cos(2 * np.pi * phase[inside])))
+            closing = 0.06 + 0.94 * (0.5 + 0.5 * np.cos(2 * np.pi * phase[inside]))  # 1 -> 0.06 -> 1
+            eye_open[inside] = np.minimum(eye_open[inside], closing)
             blink_at += rng.uniform(0.7, 2.2)
         syllable = np.clip(np.sin(2 * np.pi * rng.uniform(1.6, 3.0) * t + rng.uniform(0, 6.3)), 0, None) ** 0.7
         envelope = 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * t + rng.uniform(0, 6.3))
@@ -223,7 +226,7 @@ def render_frame(
     ex, (ew, eh) = identity.eye_dx, identity.eye_size
     eyes = [_surface_point(identity, -ex, 0.08), _surface_point(identity, ex, 0.08)]
     opening = eh * motion.eye_open[frame]
-    for side, eye in zip((-1, 1), eyes):
+    for side, eye in zip((-1, 1), eyes, strict=True):
         brow = _surface_point(identity, side * ex, 0.08 + 2.6 * eh / identity.radii[1])
         canvas.paint(surface_ellipse(brow, (ew * 1.15, eh * 0.3), angle=-side * 0.12), identity.hair * 0.8)
         canvas.paint(surface_ellipse(eye, (ew * 1.08, opening + 0.012)), identity.skin * 0.35)  # lid line
@@ -302,7 +305,8 @@ def _paint_head(
     pattern = np.sin(unit @ identity.texture[:, :3].T + identity.texture[:, 3]).mean(-1)
     skin = identity.skin * (shade * (1 + 0.08 * pattern))[..., None]
     wave = 0.06 * np.sin(7 * unit[..., 0])
-    hair_cover = np.clip(0.5 + (unit[..., 1] - identity.hairline + wave) * identity.radii[1] * scale / canvas.pixel, 0, 1)
+    above = (unit[..., 1] - identity.hairline + wave) * identity.radii[1] * scale  # image units above the hairline
+    hair_cover = np.clip(0.5 + above / canvas.pixel, 0, 1)
     hair = identity.hair * (shade * (1 + 0.15 * np.sin(40 * unit[..., 0] + 9 * unit[..., 1])))[..., None]
     colour = skin * (1 - hair_cover[..., None]) + hair * hair_cover[..., None]
     cover = coverage[..., None]
@@ -323,7 +327,8 @@ def render_clip(
 
 
 def dataset_name(resolution: int, num_train: int, num_test: int, clips: int, frames: int, fps: float, seed: int) -> str:
-    return f"synthetic-v{GENERATOR_VERSION}-r{resolution}-id{num_train}+{num_test}-c{clips}-f{frames}-fps{fps:g}-s{seed}"
+    return (f"synthetic-v{GENERATOR_VERSION}-r{resolution}-id{num_train}+{num_test}-c{clips}-f{frames}"
+            f"-fps{fps:g}-s{seed}")
 
 
 def _write_clip(folder: Path, stem: str, seed: int, identity_index: int, clip: int, identity: Identity,
@@ -373,7 +378,8 @@ def ensure_synthetic_dataset(
             f"synthetic dataset needs >=1 train identity, >=0 test, >=1 clip, >=2 frames; got {num_train_identities}, "
             f"{num_test_identities}, {clips_per_identity}, {num_frames}")
     root = Path(root).expanduser()
-    name = dataset_name(resolution, num_train_identities, num_test_identities, clips_per_identity, num_frames, fps, seed)
+    name = dataset_name(resolution, num_train_identities, num_test_identities, clips_per_identity, num_frames, fps,
+                        seed)
     final = root / name
     if (final / COMPLETE_MARKER).is_file():
         return final

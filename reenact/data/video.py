@@ -39,7 +39,7 @@ FRAME_FOLDER_FPS = 25.0  # frame folders carry no rate; FOMM's preprocessing res
 # the calling thread (measured in benchmarks/data_throughput.py: NONE 271, SLICE 249, FRAME 162, AUTO 86 pairs/s).
 RANDOM_ACCESS_THREAD_TYPE = "NONE"
 STREAM_THREAD_TYPE = "AUTO"
-_INDEX_CACHE_SIZE = 4096
+_INDEX_CACHE_SIZE = 1024  # about 8 bytes per frame each: ~10 MB per process for 1000-frame clips
 
 
 _local = threading.local()
@@ -127,7 +127,11 @@ def probe_video(path: str | Path) -> VideoInfo:
     path = Path(path)
     if path.is_dir():
         files = list_frame_files(path)
-        height, width = _load_image(files[0]).shape[:2]
+        try:
+            with Image.open(files[0]) as image:  # reads the header only
+                width, height = image.size
+        except (OSError, ValueError) as exc:
+            raise _error(files[0], exc) from exc
         return VideoInfo(len(files), FRAME_FOLDER_FPS, width, height, False)
     container = _open(path)
     try:
@@ -159,7 +163,6 @@ class _FrameIndex:
     pts: np.ndarray  # (N,) presentation timestamps in frame order
     key_pts: np.ndarray  # (K,) keyframe presentation timestamps, ascending
     key_dts: np.ndarray  # (K,) decode timestamps of the same keyframes: where a seek lands
-    pts_to_frame: dict[int, int]
 
 
 _index_cache: OrderedDict[tuple[str, int, int], _FrameIndex | None] = OrderedDict()
@@ -193,7 +196,6 @@ def _frame_index(path: Path, container: av.container.InputContainer) -> _FrameIn
             pts=order,
             key_pts=np.asarray([k[0] for k in keys], dtype=np.int64),
             key_dts=np.asarray([k[1] for k in keys], dtype=np.int64),
-            pts_to_frame={int(p): i for i, p in enumerate(order)},
         )
     _index_cache[key] = index
     if len(_index_cache) > _INDEX_CACHE_SIZE:

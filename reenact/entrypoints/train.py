@@ -73,10 +73,18 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     task.data_config = to_plain(cfg.data)
     callbacks = instantiate_collection(cfg.get("callbacks"))
     loggers = instantiate_collection(cfg.get("logger"))
+    if not loggers:
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        # It refuses to run without a logger, and logger=none is a legitimate choice (sweeps, debugging).
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer_cfg = cfg.trainer
     if task.discriminator is not None and trainer_cfg.get("strategy") == "ddp":
         # The discriminator's parameters get no gradient in the generator pass (they are frozen there).
         trainer_cfg = OmegaConf.merge(trainer_cfg, {"strategy": "ddp_find_unused_parameters_true"})
+    if trainer_cfg.get("sync_batchnorm") and trainer_cfg.get("accelerator") == "cpu":
+        log.warning("SyncBatchNorm needs GPUs; training on CPU with per-process BatchNorm statistics")
+        trainer_cfg = OmegaConf.merge(trainer_cfg, {"sync_batchnorm": False})
     trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
     for logger in trainer.loggers:
         logger.log_hyperparams(to_plain(cfg))
