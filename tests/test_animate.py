@@ -176,6 +176,19 @@ def test_driving_without_a_face_stops_with_one_line_or_uses_the_centre(tmp_path:
     assert box == (16, 0, 112, 96) and found == 0
 
 
+def test_side_by_side_writer_finishes_or_leaves_nothing_behind(tmp_path: Path) -> None:
+    from reenact.animation.video_job import _BackgroundWriter
+
+    frames = [np.full((16, 16, 3), 40 * i, np.uint8) for i in range(5)]
+    for abort in (False, True):
+        writer = _BackgroundWriter(tmp_path / f"abort_{abort}.mp4", 25.0, {})
+        for frame in frames:
+            writer.put(frame)
+        writer.close(abort=abort)
+    assert probe_video(tmp_path / "abort_False.mp4").num_frames == 5
+    assert not (tmp_path / "abort_True.mp4").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
 # ----------------------------------------------------------------------------- API with trained checkpoints
 @pytest.mark.parametrize("family", ["fomm", "liveportrait"])
 def test_reconstruct_with_equal_keypoints_is_the_identity_deformation(

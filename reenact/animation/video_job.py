@@ -126,14 +126,23 @@ def _blank(info: VideoInfo) -> np.ndarray:
 class _BackgroundWriter:
     """write_video on a thread, fed frame by frame, so two videos can be written from one pass."""
 
+    _ABORT = object()
+
     def __init__(self, path: Path, fps: float, kwargs: dict[str, Any]) -> None:
-        self._queue: Queue[np.ndarray | None] = Queue(maxsize=8)
+        self._queue: Queue[Any] = Queue(maxsize=8)
         self.error: BaseException | None = None
+        self._ended = False  # the producer's last item (None or _ABORT) has been taken from the queue
         self._thread = threading.Thread(target=self._run, args=(path, fps, kwargs), daemon=True)
         self._thread.start()
 
     def _frames(self) -> Iterator[np.ndarray]:
-        while (frame := self._queue.get()) is not None:
+        while True:
+            frame = self._queue.get()
+            self._ended = frame is None or frame is self._ABORT
+            if frame is None:
+                return
+            if frame is self._ABORT:  # write_video removes its temporary file: no truncated video appears
+                raise RuntimeError("side-by-side video abandoned because the main video failed")
             yield frame
 
     def _run(self, path: Path, fps: float, kwargs: dict[str, Any]) -> None:
@@ -141,16 +150,17 @@ class _BackgroundWriter:
             write_video(path, self._frames(), fps, **kwargs)
         except BaseException as exc:  # reported by close(); keep draining so put() never blocks
             self.error = exc
-            while self._queue.get() is not None:
-                pass
+            while not self._ended:
+                item = self._queue.get()
+                self._ended = item is None or item is self._ABORT
 
     def put(self, frame: np.ndarray) -> None:
         self._queue.put(frame)
 
-    def close(self) -> None:
-        self._queue.put(None)
+    def close(self, abort: bool = False) -> None:
+        self._queue.put(self._ABORT if abort else None)
         self._thread.join()
-        if self.error is not None:
+        if self.error is not None and not abort:
             raise self.error
 
 
@@ -250,9 +260,12 @@ def animate_one(model: Any, source_path: Path, driving: DrivingVideo, output: Pa
 
     try:
         written = write_video(output, frames(), driving.info.fps, **writer_kwargs)
-    finally:
+    except BaseException:
         if side_writer is not None:
-            side_writer.close()
+            side_writer.close(abort=True)
+        raise
+    if side_writer is not None:
+        side_writer.close()
     return AnimationResult(source_path, output, written, driving.info.fps, box, reference, side_path)
 
 

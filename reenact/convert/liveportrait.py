@@ -69,9 +69,9 @@ def find_liveportrait_files(source: str | Path) -> dict[str, Path]:
         else:
             found[stem] = candidates[0]
     if missing or ambiguous:
-        raise ConversionError(
-            f"{folder}: LivePortrait base models missing {missing}, present as both .pth and .safetensors {ambiguous}"
-        )
+        problems = [f"missing {missing}" if missing else "",
+                    f"both .pth and .safetensors: {ambiguous}" if ambiguous else ""]
+        raise ConversionError(f"{folder}: LivePortrait base models " + "; ".join(p for p in problems if p))
     return found
 
 

@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".gif"})
 FRAME_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 FRAME_FOLDER_FPS = 25.0  # frame folders carry no rate; FOMM's preprocessing resamples to 25 fps
-# Decoding a handful of frames after a seek: frame threading only adds latency (it must fill its
-# pipeline before the first frame comes out) and our clips have no slices, so random access decodes on
-# the calling thread (measured in benchmarks/data_throughput.py: NONE 271, SLICE 249, FRAME 162, AUTO 86 pairs/s).
+# Decoding a handful of frames after a seek: frame threading only adds latency and CPU (its pipeline must
+# fill before the first frame comes out) and our clips have no slices, so random access decodes on the
+# calling thread. benchmarks/data_throughput.py, 256x256 GOP 8, pairs per CPU-second: NONE ~235,
+# SLICE ~205, FRAME ~140, AUTO ~150. Whole-video reads stream, where threads do help.
 RANDOM_ACCESS_THREAD_TYPE = "NONE"
 STREAM_THREAD_TYPE = "AUTO"
 _INDEX_CACHE_SIZE = 1024  # about 8 bytes per frame each: ~10 MB per process for 1000-frame clips
