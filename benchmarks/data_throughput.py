@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from reenact.data import video
 from reenact.data.augmentation import Augmentation
@@ -79,16 +80,25 @@ def in_process_rate(dataset: PairDataset, pairs: int) -> tuple[float, float]:
     return pairs / (time.perf_counter() - start), pairs / (time.process_time() - cpu)
 
 
-def loader_rate(dataset: PairDataset, pairs: int, workers: int, batch_size: int = 8) -> float:
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True)
+def loader_rate(dataset: PairDataset, pairs: int, workers: int, batch_size: int = 8) -> tuple[float, float]:
+    """(pairs per wall second after the first batch, pairs per CPU second of one worker).
+
+    The second comes from the workers' own CPU time (they are joined at the end of the epoch, so
+    RUSAGE_CHILDREN holds it): what one worker sustains when it has a core to itself, whatever else runs.
+    """
+    loader = DataLoader(Subset(dataset, range(pairs + batch_size)), batch_size=batch_size, shuffle=True,
+                        num_workers=workers, drop_last=True)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     iterator = iter(loader)
     next(iterator)
     start, seen = time.perf_counter(), 0
-    for batch in iterator:
+    for batch in iterator:  # runs to the end, so that the workers exit and are reaped
         seen += batch["source"].shape[0]
-        if seen >= pairs:
-            break
-    return seen / (time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    del iterator
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / workers
+    return seen / wall, (seen + batch_size) / workers / max(worker_cpu, 1e-9)
 
 
 def main() -> None:
@@ -112,7 +122,8 @@ def main() -> None:
     augmentation = Augmentation()
 
     columns = (["data", "workers=0 (per CPU-s)", "workers=0 +aug (per CPU-s)"]
-               + [f"{w} worker(s) +aug, total / per worker" for w in args.workers] + ["load avg"])
+               + [f"{w} worker(s) +aug: total / per worker (per worker CPU-s)" for w in args.workers]
+               + ["load avg"])
     print(f"\n256x256 pairs/s (wall clock; CPU-time rate in brackets), {args.clips} clips x {args.frames} frames, "
           f"{args.pairs} pairs per cell, decoder threads {video.RANDOM_ACCESS_THREAD_TYPE}, "
           f"{torch.get_num_threads()} torch thread(s), {os.cpu_count()} CPUs\n")
@@ -123,8 +134,8 @@ def main() -> None:
         cells = ["{:.0f} ({:.0f})".format(*in_process_rate(plain, args.pairs)),
                  "{:.0f} ({:.0f})".format(*in_process_rate(augmented, args.pairs))]
         for workers in args.workers:
-            total = loader_rate(augmented, args.pairs, workers)
-            cells.append(f"{total:.0f} / {total / workers:.0f}")
+            total, per_cpu = loader_rate(augmented, args.pairs, workers)
+            cells.append(f"{total:.0f} / {total / workers:.0f} ({per_cpu:.0f})")
         cells.append(f"{os.getloadavg()[0]:.1f}")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+# Idle OpenMP threads must sleep, not spin: the suite runs subprocesses (DDP, sweeps) beside the main process on
+# 2 cores, and spinning threads made torch code several times slower there.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 

@@ -177,11 +177,11 @@ def test_driving_without_a_face_stops_with_one_line_or_uses_the_centre(tmp_path:
 
 
 def test_side_by_side_writer_finishes_or_leaves_nothing_behind(tmp_path: Path) -> None:
-    from reenact.animation.video_job import _BackgroundWriter
+    from reenact.animation.outputs import BackgroundWriter
 
     frames = [np.full((16, 16, 3), 40 * i, np.uint8) for i in range(5)]
     for abort in (False, True):
-        writer = _BackgroundWriter(tmp_path / f"abort_{abort}.mp4", 25.0, {})
+        writer = BackgroundWriter(tmp_path / f"abort_{abort}.mp4", 25.0, {})
         for frame in frames:
             writer.put(frame)
         writer.close(abort=abort)
@@ -220,6 +220,7 @@ def test_animate_relative_starts_at_the_source_and_batches_consistently(
     torch.testing.assert_close(frames[0], model.reconstruct(source[None], source[None])["prediction"][0].clamp(0, 1),
                                atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(model.animate(source, driving, batch_size=16), frames, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(model.animate(source, driving, precision="bf16"), frames, atol=0.05, rtol=0)
     # with frame 2 as the reference, the generator gets the source's own keypoints for frame 2
     animator = Animator(model.network, source)
     kp_all = detect_driving(model.network, [driving])
@@ -256,7 +257,7 @@ def test_audio_is_kept_for_clips_with_audio(clip: str, faces_dir: Path, liveport
                                             tmp_path: Path) -> None:
     driving = faces_dir / f"{clip}.mp4"
     animate(liveportrait_ckpt, faces_dir / "s0.jpg", driving, tmp_path / "out.mp4", "max_frames=6",
-            "crop.driving=false")
+            "crop.driving=false", "crop.source=false")
     written = probe_video(tmp_path / "out.mp4")
     assert written.has_audio and written.num_frames == 6
     assert written.fps == pytest.approx(probe_video(driving).fps)
@@ -269,17 +270,17 @@ def test_uncropped_driving_video_is_cropped_pasted_back_and_shown_side_by_side(
     from reenact.animation.video_job import AnimationOptions, prepare_driving
 
     driving = faces_dir / "d13.mp4"  # 720x1280, a person at a desk
-    prepared = prepare_driving(driving, AnimationOptions(max_frames=24))
+    prepared = prepare_driving(driving, AnimationOptions(max_frames=16))
     x0, y0, x1, y1 = prepared.crop_box
     assert x1 - x0 == y1 - y0 < 720 and 0 <= x0 and x1 <= 720 and 0 <= y0 and y1 <= 1280
-    [result] = animate(liveportrait_ckpt, faces_dir / "s3.jpg", driving, tmp_path / "out.mp4", "max_frames=24",
+    [result] = animate(liveportrait_ckpt, faces_dir / "s3.jpg", driving, tmp_path / "out.mp4", "max_frames=16",
                        "paste_back=true", "side_by_side=true", "reference_frame=best", "batch_size=5")
     written, side = probe_video(tmp_path / "out.mp4"), probe_video(result.side_by_side)
-    assert written.num_frames == side.num_frames == 24 and written.fps == pytest.approx(30.0)
+    assert written.num_frames == side.num_frames == 16 and written.fps == pytest.approx(30.0)
     assert not written.has_audio
     assert (written.width, written.height) == (564, 728)  # s3 is 564x729: the full image, made even
     assert side.width == 3 * side.height
-    assert 0 <= result.reference_index < 24
+    assert 0 <= result.reference_index < 16
 
 
 @pytest.mark.real_data

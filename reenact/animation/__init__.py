@@ -4,7 +4,8 @@
 
 Modules: ``motion`` (keypoint motion transfer for both model families, best reference frame),
 ``cropping`` (face crops of the source and the driving video, paste-back), ``pipeline`` (tensors in,
-frames out: batching, bf16 autocast, progress bar), ``video_job`` (files in, an mp4 out). Importing this
+frames out: batching, bf16 autocast, progress bar), ``video_job`` (files in, an mp4 out) and ``outputs``
+(output paths, the side-by-side video). Importing this
 package is cheap; the heavy modules load when used.
 """
 

@@ -15,11 +15,9 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Queue
 from typing import Any
 
 import numpy as np
@@ -37,14 +35,14 @@ from reenact.animation.cropping import (
 )
 from reenact.animation.errors import AnimationInputError, NoFaceError
 from reenact.animation.motion import KeypointDict, closest_constellation, select_keypoints
+from reenact.animation.outputs import BackgroundWriter, output_paths, side_by_side_frame
 from reenact.animation.pipeline import Animator, choose_reference, detect_driving, progress_bar
 from reenact.data.video import VideoInfo, iter_frames, probe_video, write_video
 from reenact.face import crop_and_resize
 from reenact.face.crop import IntBox
-from reenact.utils.visualize import draw_keypoints, to_uint8
+from reenact.utils.visualize import to_uint8
 
 log = logging.getLogger(__name__)
-SIDE_BY_SIDE_MIN_PANEL = 256
 LANDMARK_SIZE = 256  # crops for dlib's landmarks, whose HOG face detector needs faces of about 80 px or more
 BEST_FRAME_METHODS = ("keypoints", "landmarks")
 
@@ -123,60 +121,6 @@ def _blank(info: VideoInfo) -> np.ndarray:
     return np.zeros((info.height, info.width, 3), dtype=np.uint8)
 
 
-class _BackgroundWriter:
-    """write_video on a thread, fed frame by frame, so two videos can be written from one pass."""
-
-    _ABORT = object()
-
-    def __init__(self, path: Path, fps: float, kwargs: dict[str, Any]) -> None:
-        self._queue: Queue[Any] = Queue(maxsize=8)
-        self.error: BaseException | None = None
-        self._ended = False  # the producer's last item (None or _ABORT) has been taken from the queue
-        self._thread = threading.Thread(target=self._run, args=(path, fps, kwargs), daemon=True)
-        self._thread.start()
-
-    def _frames(self) -> Iterator[np.ndarray]:
-        while True:
-            frame = self._queue.get()
-            self._ended = frame is None or frame is self._ABORT
-            if frame is None:
-                return
-            if frame is self._ABORT:  # write_video removes its temporary file: no truncated video appears
-                raise RuntimeError("side-by-side video abandoned because the main video failed")
-            yield frame
-
-    def _run(self, path: Path, fps: float, kwargs: dict[str, Any]) -> None:
-        try:
-            write_video(path, self._frames(), fps, **kwargs)
-        except BaseException as exc:  # reported by close(); keep draining so put() never blocks
-            self.error = exc
-            while not self._ended:
-                item = self._queue.get()
-                self._ended = item is None or item is self._ABORT
-
-    def put(self, frame: np.ndarray) -> None:
-        self._queue.put(frame)
-
-    def close(self, abort: bool = False) -> None:
-        self._queue.put(self._ABORT if abort else None)
-        self._thread.join()
-        if self.error is not None and not abort:
-            raise self.error
-
-
-def _side_by_side(
-    source: np.ndarray, driving: np.ndarray, result: np.ndarray, keypoints: list[np.ndarray]
-) -> np.ndarray:
-    """One frame of source | driving | result panels with their keypoints."""
-    import cv2
-
-    size = max(SIDE_BY_SIDE_MIN_PANEL, result.shape[0])
-    radius = max(2, size // 100)
-    panels = [cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA if p.shape[0] > size else cv2.INTER_CUBIC)
-              for p in (source, driving, result)]
-    return np.concatenate([draw_keypoints(p, kp, radius) for p, kp in zip(panels, keypoints, strict=True)], axis=1)
-
-
 @functools.lru_cache(maxsize=1)
 def _landmark_detector() -> Any:
     from reenact.face import build_landmark_detector
@@ -200,28 +144,17 @@ def landmark_reference(source_crop: np.ndarray, source_path: Path, driving: Driv
     return closest_constellation(source_points, driving.landmarks)
 
 
-def output_paths(sources: list[Path], driving: Path, output: str | Path | None, default_dir: Path) -> list[Path]:
-    """``output`` is the video for a single source, else (a folder of sources, or a folder given) a folder."""
-    def name(source: Path) -> str:
-        return f"{source.stem}__{driving.stem}.mp4"
-
-    if output is None:
-        return [default_dir / name(s) for s in sources]
-    output = Path(output)
-    if len(sources) == 1 and output.suffix.lower() == ".mp4":
-        return [output]
-    if len(sources) == 1 and output.suffix:
-        raise AnimationInputError(f"output={output}: write an .mp4 file (or give a folder)")
-    if output.suffix:
-        raise AnimationInputError(f"output={output}: a folder of sources needs an output folder, not a file")
-    return [output / name(s) for s in sources]
+def prepare_source(path: Path, options: AnimationOptions, detector: Any) -> tuple[Path, np.ndarray, IntBox]:
+    """The source image (scaled to ``source_max_dim``) and its face crop box; NoFaceError without a face."""
+    image = read_image(path, options.crop.source_max_dim)
+    box, _ = source_crop_box(image, path, options.crop, detector)
+    return path, image, box
 
 
-def animate_one(model: Any, source_path: Path, driving: DrivingVideo, output: Path, options: AnimationOptions,
-                detector: Any) -> AnimationResult:
-    """Animate one source image with the prepared driving video; writes ``output``."""
-    image = read_image(source_path, options.crop.source_max_dim)
-    box, _ = source_crop_box(image, source_path, options.crop, detector)
+def animate_one(model: Any, source: tuple[Path, np.ndarray, IntBox], driving: DrivingVideo, output: Path,
+                options: AnimationOptions) -> AnimationResult:
+    """Animate one prepared source image with the prepared driving video; writes ``output``."""
+    source_path, image, box = source
     size = model.frame_size
     source_crop = crop_and_resize(image, box, size)
     animator = Animator(model.network, image_tensor(source_crop, model.device), options.precision)
@@ -237,7 +170,7 @@ def animate_one(model: Any, source_path: Path, driving: DrivingVideo, output: Pa
     if driving.info.has_audio:
         writer_kwargs["audio_source"] = driving.path
     side_path = output.with_name(f"{output.stem}_side_by_side.mp4") if options.side_by_side else None
-    side_writer = _BackgroundWriter(side_path, driving.info.fps, writer_kwargs) if side_path else None
+    side_writer = BackgroundWriter(side_path, driving.info.fps, writer_kwargs) if side_path else None
     keypoints_2d = model.network.keypoints_2d
 
     def frames() -> Iterator[np.ndarray]:
@@ -253,7 +186,7 @@ def animate_one(model: Any, source_path: Path, driving: DrivingVideo, output: Pa
                 for i, prediction in enumerate(out["prediction"]):
                     result = to_uint8(prediction)
                     if side_writer is not None:
-                        side_writer.put(_side_by_side(source_crop, next(driving_crops), result,
+                        side_writer.put(side_by_side_frame(source_crop, next(driving_crops), result,
                                                       [source_kp, kp_drv[i], kp_new[i]]))
                     yield even_size(paste_back(image, result, box) if options.paste_back else result)
                 offset += count
@@ -279,12 +212,15 @@ def animate_files(model: Any, source: str | Path, driving: str | Path, output: s
         raise AnimationInputError(f"best_frame_by={options.best_frame_by!r}; choose {' or '.join(BEST_FRAME_METHODS)}")
     sources = list_source_images(source)
     outputs = output_paths(sources, Path(driving), output, Path(default_dir))
-    prepared = prepare_driving(driving, options)
     detector = build_detector(options.crop) if options.crop.source else None
+    # a single source is checked for a face before the (slower) pass over the driving video
+    first = prepare_source(sources[0], options, detector) if len(sources) == 1 else None
+    prepared = prepare_driving(driving, options)
     results = []
     for source_path, output_path in zip(sources, outputs, strict=True):
         try:
-            results.append(animate_one(model, source_path, prepared, output_path, options, detector))
+            source_image = first or prepare_source(source_path, options, detector)
+            results.append(animate_one(model, source_image, prepared, output_path, options))
         except NoFaceError as exc:
             if len(sources) == 1:
                 raise
