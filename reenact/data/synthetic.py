@@ -27,7 +27,7 @@ import numpy as np
 
 from reenact.data.video import write_video
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 LANDMARK_NAMES = (
     "left_eye_outer", "left_eye_inner", "left_eye_top", "left_eye_bottom",
     "right_eye_inner", "right_eye_outer", "right_eye_top", "right_eye_bottom",
@@ -100,7 +100,7 @@ class Motion:
         t = np.arange(num_frames) / fps
 
         def wave(amplitude: float) -> np.ndarray:  # smooth, head-motion-rate curve in [-amplitude, amplitude]
-            freqs, phases, weights = rng.uniform(0.3, 0.9, 2), rng.uniform(0, 2 * np.pi, 2), rng.dirichlet([2, 2])
+            freqs, phases, weights = rng.uniform(0.5, 1.2, 2), rng.uniform(0, 2 * np.pi, 2), rng.dirichlet([2, 2])
             terms = zip(freqs, phases, weights, strict=True)
             return amplitude * sum(w * np.sin(2 * np.pi * f * t + p) for f, p, w in terms)
 
@@ -116,8 +116,8 @@ class Motion:
         envelope = 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * t + rng.uniform(0, 6.3))
         return Motion(
             yaw=wave(rng.uniform(20, 32)), pitch=wave(rng.uniform(10, 18)), roll=wave(rng.uniform(8, 14)),
-            shift=np.stack([wave(rng.uniform(0.08, 0.15)), wave(rng.uniform(0.04, 0.08))], axis=1),
-            scale=1 + wave(rng.uniform(0.05, 0.1)), eye_open=eye_open, mouth_open=syllable * envelope,
+            shift=np.stack([wave(rng.uniform(0.12, 0.2)), wave(rng.uniform(0.06, 0.1))], axis=1),
+            scale=1 + wave(rng.uniform(0.08, 0.14)), eye_open=eye_open, mouth_open=syllable * envelope,
             gaze=np.stack([wave(0.3), wave(0.2)], axis=1),
         )
 

@@ -36,8 +36,8 @@ FRAME_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 FRAME_FOLDER_FPS = 25.0  # frame folders carry no rate; FOMM's preprocessing resamples to 25 fps
 # Decoding a handful of frames after a seek: frame threading only adds latency and CPU (its pipeline must
 # fill before the first frame comes out) and our clips have no slices, so random access decodes on the
-# calling thread. benchmarks/data_throughput.py, 256x256 GOP 8, pairs per CPU-second: NONE ~235,
-# SLICE ~205, FRAME ~140, AUTO ~150. Whole-video reads stream, where threads do help.
+# calling thread. benchmarks/data_throughput.py, 256x256 GOP 8, pairs per CPU-second: NONE 306,
+# SLICE 219, FRAME 173, AUTO 168. Whole-video reads stream, where threads do help.
 RANDOM_ACCESS_THREAD_TYPE = "NONE"
 STREAM_THREAD_TYPE = "AUTO"
 _INDEX_CACHE_SIZE = 1024  # about 8 bytes per frame each: ~10 MB per process for 1000-frame clips
