@@ -44,20 +44,28 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def network_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return {k[len(NETWORK_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(NETWORK_PREFIX)}
+def network_state_dict(checkpoint: dict[str, Any], prefix: str = NETWORK_PREFIX) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+
+
+def load_module_weights(module: nn.Module, checkpoint: dict[str, Any], prefix: str, source: str) -> None:
+    """Fill ``module`` from the ``prefix`` entries of a checkpoint; any mismatch is one error listing the keys."""
+    state = network_state_dict(checkpoint, prefix)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [k for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong_shape:
+        raise CheckpointError(
+            f"checkpoint {source} does not match the model ({prefix}*): missing {missing[:8]}, "
+            f"unexpected {unexpected[:8]}, wrong shape {wrong_shape[:8]}"
+        )
+    module.load_state_dict(state, strict=True)
 
 
 def load_network_weights(network: nn.Module, path: str | Path) -> None:
     """Fill ``network`` from a checkpoint's network weights; a mismatch lists the missing and unexpected keys."""
-    state = network_state_dict(read_checkpoint(path))
-    result = network.load_state_dict(state, strict=False)
-    shape_errors = [k for k, v in network.state_dict().items() if k in state and state[k].shape != v.shape]
-    if result.missing_keys or result.unexpected_keys or shape_errors:
-        raise CheckpointError(
-            f"checkpoint {path} does not match the model: missing {result.missing_keys[:8]}, "
-            f"unexpected {result.unexpected_keys[:8]}, wrong shape {shape_errors[:8]}"
-        )
+    load_module_weights(network, read_checkpoint(path), NETWORK_PREFIX, str(path))
 
 
 class PretrainedModel:

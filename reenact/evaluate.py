@@ -5,8 +5,10 @@
     python -m reenact.evaluate mode=cross ckpt_path=<run> data=voxceleb data.root=DATA logger=wandb
 
 Every run prints a table and writes ``metrics.json`` (overall and per-video values, frame counts, the
-metric backends and their versions) into its output directory. Bad input (a missing folder, no videos,
-an unreadable video, an unavailable metric backend) is reported as one line with exit code 2.
+metric backends and their versions) into its output directory. Reconstruction runs also report the
+copy-source baseline (frame 0 shown for every frame): ``baselines.copy_source`` and, per video,
+``copy_source``. Bad input (a missing folder, no videos, an unreadable video, an unavailable metric
+backend) is reported as one line with exit code 2.
 ``evaluate(cfg)`` holds the logic so tests can call it without Hydra's ``main``.
 """
 
@@ -124,7 +126,14 @@ def run_protocol(cfg: DictConfig, mode: str, suite: Any) -> dict[str, Any]:
     drivings = _video_dataset(folder, model.frame_size, max_frames, max_videos if mode != "cross" else None)
     inputs = {"ckpt_path": str(cfg.ckpt_path), "test_folder": str(folder), "frame_size": model.frame_size}
     if mode == "reconstruction":
-        protocols.score_reconstruction(suite, model, drivings, cfg.batch_size, save_dir, cfg.save_format, cfg.save_fps)
+        from reenact.metrics.baselines import COPY_SOURCE, CopySourceBaseline
+
+        baseline = CopySourceBaseline(suite) if cfg.get("copy_source_baseline", True) else None
+        protocols.score_reconstruction(
+            suite, model, drivings, cfg.batch_size, save_dir, cfg.save_format, cfg.save_fps, baseline
+        )
+        if baseline is not None and baseline.names:
+            inputs["baselines"] = {COPY_SOURCE: baseline.summary()}
         return inputs
     source_folder = Path(cfg.cross.source_root) if cfg.cross.get("source_root") else folder
     sources = _video_dataset(source_folder, model.frame_size, 1, None)  # frame 0 of each source video
@@ -152,6 +161,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     suite = build_suite(cfg, mode)
     inputs = run_protocol(cfg, mode, suite)
     summary = suite.summary()
+    if "baselines" in inputs:
+        summary["baselines"] = inputs.pop("baselines")
     output_dir = Path(cfg.output_dir)
     payload = {
         "protocol": mode,

@@ -166,6 +166,8 @@ def test_reconstruction_drives_every_frame_from_frame_0(tmp_path: Path, test_spl
         )
     )
     assert payload["protocol"] == "reconstruction" and payload["counts"]["videos"] == 2
+    # a model that shows the source scores exactly the copy-source baseline (computed beside every model)
+    assert payload["baselines"]["copy_source"]["overall"] == {"l1": pytest.approx(payload["overall"]["l1"])}
     for item in VideoDataset(test_split / "test", 32):
         video = item["video"]  # (T, 3, 32, 32)
         expected = (video - video[:1]).abs().mean(dim=(1, 2, 3)).mean()
@@ -235,3 +237,41 @@ def test_wandb_logger_gets_the_tables(tmp_path: Path, monkeypatch) -> None:
 def test_video_names_match_fomm_outputs_and_frame_folders() -> None:
     assert video_name(Path("id10280#NXjT3732Ekg#001093#001192.mp4.png")) == "id10280#NXjT3732Ekg#001093#001192"
     assert video_name(Path("clip.mp4")) == video_name(Path("clip")) == "clip"
+
+
+def test_evaluate_a_real_training_checkpoint_on_synthetic_data(tmp_path: Path) -> None:
+    """train -> last.ckpt -> ``python -m reenact.evaluate ckpt_path=... data=synthetic``: the same numbers as
+    the training run's own validation (same test videos, frames and weights), and the copy-source baseline."""
+    from reenact.entrypoints.train import run
+    from tests.helpers.configs import TINY_DATA, train_config
+
+    cache, run_dir, out = tmp_path / "cache", tmp_path / "run", tmp_path / "eval"
+    metrics, _ = run(train_config(run_dir, cache, ["callbacks.reconstruction_visualizer.every_n_epochs=100"]))
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+
+    synthetic = [o for o in TINY_DATA if o.startswith("data.synthetic.")]  # the same generated test split
+    result = run_cli(
+        f"ckpt_path={checkpoint}",
+        "data=synthetic",
+        *synthetic,
+        f"paths.cache_dir={cache}",
+        f"hydra.run.dir={out}",
+        "max_videos=2",  # the training run validated on val_videos=2, val_max_frames=8
+        "max_frames=8",
+        "metrics.names=[l1,lpips,psnr,ssim]",
+        "metrics.lpips_pnet_rand=true",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "copy_l1" in result.stdout and "OVERALL" in result.stdout
+    payload = json.loads((out / "metrics.json").read_text())
+    assert payload["protocol"] == "reconstruction" and payload["counts"]["videos"] == 2
+    assert payload["inputs"]["frame_size"] == 64 and payload["counts"]["frames"] == 16
+    per_video = payload["per_video"]
+    assert all(entry["frames"] == 8 and entry["l1"] > 0 for entry in per_video.values())
+    copy = payload["baselines"]["copy_source"]["overall"]
+    assert set(copy) == {"l1", "lpips", "ssim"}  # no PSNR: the copied frame 0 would sit at the 100 dB cap
+    assert copy["l1"] == pytest.approx(sum(e["copy_source"]["l1"] for e in per_video.values()) / 2, rel=1e-6)
+    # Evaluation reproduces the training run's validation of the same weights on the same videos.
+    assert payload["overall"]["l1"] == pytest.approx(metrics["val/l1"], rel=1e-4)
+    assert copy["l1"] == pytest.approx(metrics["val/l1_copy_source"], rel=1e-4)

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from reenact.metrics.baselines import CopySourceBaseline
 from reenact.metrics.sources import EvaluationInputError, load_video, match_videos, video_name
 from reenact.metrics.suite import MetricSuite
 
@@ -84,8 +85,10 @@ def score_reconstruction(
     save_dir: str | Path | None = None,
     save_format: str = "mp4",
     fps: float = 25.0,
+    baseline: CopySourceBaseline | None = None,
 ) -> dict[str, Any]:
-    """Reconstruct every test video from its first frame and score it against itself."""
+    """Reconstruct every test video from its first frame and score it against itself; ``baseline`` also
+    scores showing that first frame for every frame (the copy-source baseline) on the same videos."""
     if len(dataset) == 0:
         raise EvaluationInputError("the test set holds no videos")
     for index in range(len(dataset)):
@@ -99,6 +102,8 @@ def score_reconstruction(
             chunks.append(output["prediction"].detach().float().clamp(0.0, 1.0).cpu())
         prediction = torch.cat(chunks)  # (T, 3, S, S)
         _score(suite, name, prediction, video)
+        if baseline is not None:
+            baseline.score_video(name, video)
         if save_dir is not None:
             save_prediction(prediction, Path(save_dir), name, save_format, fps)
     return {}

@@ -29,26 +29,40 @@ def _cell(metric: str, value: Any) -> str:
 
 
 def format_table(summary: Mapping[str, Any], metric_names: Sequence[str], max_rows: int = 40) -> str:
-    """Per-video rows (at most ``max_rows``) and an OVERALL row; FID (a set metric) on its own line."""
+    """Per-video rows (at most ``max_rows``) and an OVERALL row; FID (a set metric) on its own line.
+
+    When ``summary["baselines"]["copy_source"]`` exists, its metrics follow as ``copy_<metric>`` columns.
+    """
     columns = [n for n in metric_names if n != "fid"]
+    copy = (summary.get("baselines") or {}).get("copy_source")
+    copy_columns = list(copy["overall"]) if copy else []
     per_video: Mapping[str, Mapping[str, Any]] = summary["per_video"]
     width = max([len("OVERALL"), *(min(len(n), 48) for n in per_video)]) + 2
-    header = f"{'video':<{width}}{'frames':>8}" + "".join(f"{n:>10}" for n in columns)
+    header = (
+        f"{'video':<{width}}{'frames':>8}"
+        + "".join(f"{n:>10}" for n in columns)
+        + "".join(f"{'copy_' + n:>11}" for n in copy_columns)
+    )
+
+    def cells(values: Mapping[str, Any], copy_values: Mapping[str, Any]) -> str:
+        return "".join(f"{_cell(n, values.get(n)):>10}" for n in columns) + "".join(
+            f"{_cell(n, copy_values.get(n)):>11}" for n in copy_columns
+        )
+
     lines = [header, "-" * len(header)]
     for index, (name, entry) in enumerate(per_video.items()):
         if index == max_rows:
             lines.append(f"... {len(per_video) - max_rows} more videos (see metrics.json)")
             break
         shown = name if len(name) <= 48 else name[:45] + "..."
-        lines.append(
-            f"{shown:<{width}}{entry.get('frames', 0):>8}" + "".join(f"{_cell(n, entry.get(n)):>10}" for n in columns)
-        )
+        lines.append(f"{shown:<{width}}{entry.get('frames', 0):>8}" + cells(entry, entry.get("copy_source") or {}))
     lines.append("-" * len(header))
     overall = summary["overall"]
     lines.append(
-        f"{'OVERALL':<{width}}{summary['counts']['frames']:>8}"
-        + "".join(f"{_cell(n, overall.get(n)):>10}" for n in columns)
+        f"{'OVERALL':<{width}}{summary['counts']['frames']:>8}" + cells(overall, copy["overall"] if copy else {})
     )
+    if copy:
+        lines.append("copy_*: the copy-source baseline (frame 0 shown for every frame)")
     if "fid" in metric_names:
         lines.append(f"FID over all frames: {_cell('fid', overall.get('fid'))}")
     return "\n".join(lines)
@@ -123,6 +137,10 @@ def log_to_wandb(
         for name, value in overall.items():
             if value is not None:
                 run.summary[f"eval/{name}"] = value
+        for baseline, result in (summary.get("baselines") or {}).items():
+            for name, value in result["overall"].items():
+                if value is not None:
+                    run.summary[f"eval/{baseline}_{name}"] = value
         return getattr(run, "dir", None)
     finally:
         run.finish()

@@ -105,16 +105,7 @@ class MetricSuite:
         true = FrameSequence.wrap(target, self.frame_size)
         check_same_length(pred, true)
         counts: dict[str, Any] = {}
-        per_frame: dict[str, np.ndarray] = {}
-        pixel: dict[str, Callable[[], torch.Tensor]] = {
-            "l1": lambda: l1_per_frame(pred, true, self.batch_size, self.device),
-            "lpips": lambda: self.lpips.per_frame(pred, true),
-            "psnr": lambda: psnr_per_frame(pred, true, batch_size=self.batch_size, device=self.device),
-            "ssim": lambda: ssim_per_frame(pred, true, self.batch_size, self.device),
-        }
-        for metric in PIXEL_METRICS:
-            if metric in self.names:
-                per_frame[metric] = pixel[metric]().double().numpy()
+        per_frame = self.pixel_per_frame(pred, true, [n for n in PIXEL_METRICS if n in self.names])
         if any(n in self.names for n in LANDMARK_METRICS):
             per_frame.update(self._landmark_metrics(pred, true, identity_reference, counts))
         if "fid" in self.names:
@@ -132,6 +123,16 @@ class MetricSuite:
         self.per_video[name] = entry
         log.info("%s: %s", name, _short(entry, self.names))
         return entry
+
+    def pixel_per_frame(self, pred: FrameSequence, true: FrameSequence, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Per-frame values (T,) float64 of the pixel metrics ``names``, with this suite's tools and settings."""
+        pixel: dict[str, Callable[[], torch.Tensor]] = {
+            "l1": lambda: l1_per_frame(pred, true, self.batch_size, self.device),
+            "lpips": lambda: self.lpips.per_frame(pred, true),
+            "psnr": lambda: psnr_per_frame(pred, true, batch_size=self.batch_size, device=self.device),
+            "ssim": lambda: ssim_per_frame(pred, true, self.batch_size, self.device),
+        }
+        return {metric: pixel[metric]().double().numpy() for metric in names}
 
     def _landmark_metrics(
         self,

@@ -208,10 +208,26 @@ class ReenactmentTask(LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_fit_start(self) -> None:
         if self.init_from and self.trainer.ckpt_path is None:
-            from reenact.api import load_network_weights
+            self._initialise_from(self.init_from)
 
-            load_network_weights(self.network, self.init_from)
-            log.info("initialised the network from %s", self.init_from)
+    def _initialise_from(self, path: str) -> None:
+        """Start from another run's (or a converted release's) weights; optimiser state starts fresh.
+
+        The discriminator is taken too when the checkpoint has one of the same architecture; otherwise a new one is
+        trained, as FOMM's vox-256 -> vox-adv-256 stage does.
+        """
+        from reenact.api import CheckpointError, load_module_weights, read_checkpoint
+
+        checkpoint = read_checkpoint(path)
+        load_module_weights(self.network, checkpoint, "network.", path)
+        message = "initialised the network from %s"
+        if self.discriminator is not None:
+            try:
+                load_module_weights(self.discriminator, checkpoint, "discriminator.", path)
+                message += " (discriminator too)"
+            except CheckpointError:
+                message += " (new discriminator: the checkpoint has none of this architecture)"
+        log.info(message, path)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["reenact"] = {
