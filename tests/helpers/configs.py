@@ -23,6 +23,7 @@ TINY_DATA = [
 
 TINY_TRAINER = [
     "trainer.max_epochs=1",
+    "trainer.check_val_every_n_epoch=1",
     "trainer.limit_train_batches=2",
     "trainer.log_every_n_steps=1",
     "callbacks.reconstruction_visualizer.log_video=false",
