@@ -43,8 +43,12 @@ def test_training_writes_checkpoints_metrics_and_grids(tmp_path: Path, cache_dir
     assert any((tmp_path / "checkpoints").glob("best_epoch*.ckpt"))
     assert any((tmp_path / "images").glob("reconstruction_epoch*.png"))
     logged = read_metrics_csv(tmp_path)[0].keys()
-    assert {"train/loss_step", "train/reconstruction_l1_step", "train/equivariance_value_step",
-            "train/equivariance_jacobian_step"} <= set(logged)
+    assert {
+        "train/loss_step",
+        "train/reconstruction_l1_step",
+        "train/equivariance_value_step",
+        "train/equivariance_jacobian_step",
+    } <= set(logged)
     # The checkpoint is data only: it loads with weights_only=True and rebuilds the model.
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["reenact"]["family"] == "fomm"
@@ -73,8 +77,19 @@ def test_resumed_run_continues_exactly(tmp_path: Path, cache_dir: Path) -> None:
 
 
 def test_loss_falls_when_overfitting_one_batch(tmp_path: Path, cache_dir: Path) -> None:
-    run(train_config(tmp_path, cache_dir, ["trainer.overfit_batches=1", "trainer.max_epochs=12", "trainer.limit_val_batches=0",
-                                           "data.augment=false", "trainer.limit_train_batches=null"]))
+    run(
+        train_config(
+            tmp_path,
+            cache_dir,
+            [
+                "trainer.overfit_batches=1",
+                "trainer.max_epochs=12",
+                "trainer.limit_val_batches=0",
+                "data.augment=false",
+                "trainer.limit_train_batches=null",
+            ],
+        )
+    )
     losses = step_losses(tmp_path)
     assert len(losses) == 12
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
@@ -83,17 +98,30 @@ def test_loss_falls_when_overfitting_one_batch(tmp_path: Path, cache_dir: Path) 
 def test_liveportrait_small_trains_with_pose_supervision(tmp_path: Path, cache_dir: Path) -> None:
     metrics, objects = run(train_config(tmp_path, cache_dir, ["model=liveportrait_small"]))
     logged = set(read_metrics_csv(tmp_path)[0])
-    assert {"train/head_pose_driving_step", "train/keypoint_prior_driving_step",
-            "train/deformation_prior_driving_step", "train/equivariance_value_step"} <= logged
+    assert {
+        "train/head_pose_driving_step",
+        "train/keypoint_prior_driving_step",
+        "train/deformation_prior_driving_step",
+        "train/equivariance_value_step",
+    } <= logged
     assert torch.isfinite(torch.tensor(metrics["val/l1"]))
     assert objects["task"].optimizer_names == ["motion_extractor", "generator"]
 
 
 def test_gan_stage_trains_discriminator_with_bf16(tmp_path: Path, cache_dir: Path) -> None:
-    _, objects = run(train_config(tmp_path, cache_dir, [
-        "model.generator_gan=1.0", "model.discriminator.num_blocks=3", "model.feature_matching=[10,10,10]", "model.discriminator.use_kp=true",
-        "trainer.precision=bf16-mixed",
-    ]))
+    _, objects = run(
+        train_config(
+            tmp_path,
+            cache_dir,
+            [
+                "model.generator_gan=1.0",
+                "model.discriminator.num_blocks=3",
+                "model.feature_matching=[10,10,10]",
+                "model.discriminator.use_kp=true",
+                "trainer.precision=bf16-mixed",
+            ],
+        )
+    )
     assert objects["task"].optimizer_names == ["kp_detector", "generator", "discriminator"]
     logged = set(read_metrics_csv(tmp_path)[0])
     assert {"train/generator_gan_step", "train/feature_matching_step", "train/discriminator_gan_step"} <= logged
@@ -106,21 +134,44 @@ def test_missing_checkpoint_is_a_config_error(tmp_path: Path, cache_dir: Path) -
 
 def _cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
 
 
 TINY_CLI = [
-    "data.synthetic.num_train_identities=4", "data.synthetic.num_test_identities=2",
-    "data.synthetic.clips_per_identity=2", "data.synthetic.num_frames=16", "data.batch_size=2", "data.num_workers=0",
-    "data.val_videos=1", "data.val_max_frames=4", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "trainer.limit_train_batches=2",
+    "data.synthetic.num_train_identities=4",
+    "data.synthetic.num_test_identities=2",
+    "data.synthetic.clips_per_identity=2",
+    "data.synthetic.num_frames=16",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.val_videos=1",
+    "data.val_max_frames=4",
+    "trainer.max_epochs=1",
+    "trainer.check_val_every_n_epoch=1",
+    "trainer.limit_train_batches=2",
     "callbacks.reconstruction_visualizer.log_video=false",
 ]
 
 
 def test_ddp_two_cpu_processes(tmp_path: Path, cache_dir: Path) -> None:
-    result = _cli(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"paths.cache_dir={cache_dir}",
-                   f"hydra.run.dir={tmp_path / 'run'}", *TINY_CLI], cwd=tmp_path)
+    result = _cli(
+        [
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            f"paths.cache_dir={cache_dir}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            *TINY_CLI,
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "val/l1" in summary["metrics"]
@@ -128,9 +179,19 @@ def test_ddp_two_cpu_processes(tmp_path: Path, cache_dir: Path) -> None:
 
 
 def test_optuna_sweep_runs_two_trials(tmp_path: Path, cache_dir: Path) -> None:
-    result = _cli(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.cache_dir={cache_dir}", "logger=none",
-                   *TINY_CLI], cwd=tmp_path)
+    result = _cli(
+        [
+            "-m",
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            f"paths.cache_dir={cache_dir}",
+            "logger=none",
+            *TINY_CLI,
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     results = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
     assert "best_value" in results
@@ -138,8 +199,9 @@ def test_optuna_sweep_runs_two_trials(tmp_path: Path, cache_dir: Path) -> None:
 
 
 def test_wandb_offline_logging(tmp_path: Path, cache_dir: Path) -> None:
-    result = _cli(["logger=wandb", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run'}", *TINY_CLI],
-                  cwd=tmp_path)
+    result = _cli(
+        ["logger=wandb", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run'}", *TINY_CLI], cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert runs, "an offline W&B run must be written"

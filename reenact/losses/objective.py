@@ -1,8 +1,8 @@
 """The generator-side training objective shared by every model family.
 
 The model preset decides which terms are on: FOMM uses the perceptual pyramid and keypoint/Jacobian
-equivariance; an optional pixel L1 term; the LivePortrait family adds the keypoint prior, the expression (deformation) prior, the head-pose
-loss and optional landmark guidance (face-vid2vid / LivePortrait recipes, ../shared/reference/liveportrait.md §2).
+equivariance, with an optional pixel L1 term; the LivePortrait family adds the keypoint prior, the expression
+(deformation) prior, the head-pose loss and optional landmark guidance (face-vid2vid / LivePortrait recipes, ../shared/reference/liveportrait.md §2).
 Terms whose weight is 0 are neither computed nor logged. Adversarial terms need the discriminator and live in
 the training task.
 """
@@ -116,5 +116,9 @@ class ReenactmentObjective(nn.Module):
             if self.landmark_guidance and self.landmark_keypoints and landmarks is not None:
                 guided = kp["value"][:, self.landmark_keypoints, :2]  # (B, n, 2)
                 target = landmarks[:, self.landmark_indices].to(guided)  # (B, n, 2)
-                losses[f"landmark_{side}"] = self.landmark_guidance * wing_loss(guided, target, self.wing_w, self.wing_epsilon)
+                # Preprocessing writes NaN landmarks for frames where no face was found: those samples don't count.
+                found = torch.isfinite(target).all(dim=-1).all(dim=-1)  # (B,)
+                if found.any():
+                    wing = wing_loss(guided[found], target[found], self.wing_w, self.wing_epsilon)
+                    losses[f"landmark_{side}"] = self.landmark_guidance * wing
         return losses, visuals
