@@ -2,7 +2,8 @@
 
 The model preset decides which terms are on: FOMM uses the perceptual pyramid and keypoint/Jacobian
 equivariance, with an optional pixel L1 term; the LivePortrait family adds the keypoint prior, the expression
-(deformation) prior, the head-pose loss and optional landmark guidance (face-vid2vid / LivePortrait recipes, ../shared/reference/liveportrait.md §2).
+(deformation) prior, the head-pose loss and optional landmark guidance (face-vid2vid / LivePortrait recipes,
+../shared/reference/liveportrait.md §2).
 Terms whose weight is 0 are neither computed nor logged. Adversarial terms need the discriminator and live in
 the training task.
 """
