@@ -39,14 +39,16 @@ class ReconstructionVisualizer(Callback):
         if loader is None or len(loader.dataset) == 0:
             return
         video = loader.dataset[0]["video"].to(pl_module.device)  # (T, 3, H, W)
-        grid, frames = self.render(pl_module, video)
+        # Only W&B takes videos: don't spend a reconstruction pass on one that nobody receives.
+        wants_video = self.log_video and any(isinstance(lg, WandbLogger) for lg in trainer.loggers)
+        grid, frames = self.render(pl_module, video, wants_video)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / f"reconstruction_epoch{trainer.current_epoch:04d}.png"
         iio.imwrite(path, grid)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="val/reconstruction", images=[grid], step=trainer.global_step)
-                if self.log_video and frames is not None:
+                if frames is not None:
                     import wandb
 
                     logger.experiment.log({"val/reconstruction_video": wandb.Video(
@@ -55,7 +57,9 @@ class ReconstructionVisualizer(Callback):
                 logger.experiment.add_image("val/reconstruction", grid, trainer.global_step, dataformats="HWC")
 
     @torch.no_grad()
-    def render(self, pl_module: LightningModule, video: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+    def render(
+        self, pl_module: LightningModule, video: torch.Tensor, with_video: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         network = pl_module.network
         was_training = network.training
         network.eval()
@@ -82,7 +86,7 @@ class ReconstructionVisualizer(Callback):
                 rows.append([to_uint8(im) for im in images])
             grid = make_grid(rows)
             frames = None
-            if self.log_video:
+            if with_video:
                 clip = video[: self.video_frames]
                 prediction = pl_module.reconstruct_video(clip)
                 frames = np.stack([np.concatenate([to_uint8(d), to_uint8(p)], axis=1)

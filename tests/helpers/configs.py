@@ -30,9 +30,12 @@ TINY_TRAINER = [
 ]
 
 
-def train_config(output_dir: Path, cache_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
+def train_config(
+    output_dir: Path, cache_dir: Path, overrides: Sequence[str] = (), tiny_synthetic: bool = True
+) -> DictConfig:
     """A composed ``conf/train.yaml`` whose ${hydra:...} values resolve without @hydra.main."""
-    cfg = compose_config("train", [*TINY_DATA, *TINY_TRAINER, *overrides], return_hydra_config=True)
+    data = TINY_DATA if tiny_synthetic else []
+    cfg = compose_config("train", [*data, *TINY_TRAINER, *overrides], return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.job.num = 0
