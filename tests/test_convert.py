@@ -616,6 +616,7 @@ def test_liveportrait_legacy_grid_sampling(liveportrait_small: tuple[Path, dict]
 def test_converted_fomm_fine_tunes(tmp_path: Path, fomm_small: tuple[Path, dict]) -> None:
     path = fomm_small[0]
     cfg = train_config(tmp_path / "run", tmp_path / "cache", ["model=fomm", f"model.init_from={path}",
+                                                               "model.lr.kp_detector=2e-4", "model.lr.generator=2e-4",
                                                                "trainer.limit_val_batches=0",
                                                                "callbacks.reconstruction_visualizer.every_n_epochs=100"])
     _, objects = run(cfg)
