@@ -119,3 +119,16 @@ def test_unavailable_or_failing_tools_are_switched_off_with_one_warning(
     assert [r.getMessage() for r in caplog.records] == [
         "validation AKD/MKR disabled after landmark detection failed: RuntimeError: detector crashed"
     ]
+
+
+def test_random_lpips_backbone_is_the_same_in_every_run() -> None:
+    from reenact.metrics.lpips import LPIPSMetric
+
+    frames, other = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    torch.manual_seed(1)
+    state = torch.random.get_rng_state()
+    first = LPIPSMetric(pnet_rand=True)(frames, other)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random stream is not consumed
+    torch.manual_seed(2)  # a different global random state must not change the seeded backbone
+    second = LPIPSMetric(pnet_rand=True)(frames, other)
+    assert first == second and first > 0

@@ -6,7 +6,8 @@ Three ways to get a backbone:
 - default: torchvision's pretrained weights (download or torch hub cache) — the real metric;
 - ``backbone_weights=PATH``: a local torchvision state dict for the same network (e.g.
   ``alexnet-owt-7be5be79.pth``), loaded with ``weights_only=True`` — the real metric, offline;
-- ``pnet_rand=True``: a random backbone with the real heads — only for tests, *not* a metric.
+- ``pnet_rand=True``: a random backbone (always the same one: seeded) with the real heads — only for tests
+  and for comparing runs with each other offline, *not* comparable with any published LPIPS.
 Not part of the FOMM protocol; reported by later works under their own protocols.
 """
 
@@ -21,6 +22,7 @@ from reenact.metrics.backends import describe
 from reenact.metrics.frames import FrameSequence, Video, check_same_length
 
 _NETS = ("alex", "vgg", "squeeze")
+PNET_RAND_SEED = 0
 
 
 class LPIPSMetric:
@@ -48,7 +50,11 @@ class LPIPSMetric:
             warnings.filterwarnings("ignore", message="Arguments other than a weight enum", category=UserWarning)
             warnings.filterwarnings("ignore", message="The parameter 'pretrained' is deprecated")
             try:
-                self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=random_backbone, verbose=False)
+                # A random backbone is drawn from a fixed seed, so every run (and every row of a results table)
+                # scores with the same network; the caller's random state is left untouched.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(PNET_RAND_SEED)
+                    self.model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=random_backbone, verbose=False)
             except OSError as exc:  # URLError: the ImageNet backbone is neither cached nor downloadable
                 raise OSError(
                     f"LPIPS '{net}' backbone weights are not in the torch hub cache and could not be "
@@ -59,7 +65,9 @@ class LPIPSMetric:
             _load_backbone(self.model.net, backbone_weights)
             self._backbone = f"file:{Path(backbone_weights).name}"
         else:
-            self._backbone = "random (pnet_rand, tests only)" if pnet_rand else "torchvision ImageNet"
+            self._backbone = (
+                f"random (pnet_rand, seed {PNET_RAND_SEED}; tests only)" if pnet_rand else "torchvision ImageNet"
+            )
         self.model.eval().to(self.device)
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
