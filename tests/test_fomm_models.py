@@ -270,3 +270,44 @@ def test_normalize_kp_relative_motion() -> None:
     with pytest.raises(ValueError, match="degenerate"):
         line = {"value": torch.linspace(-1, 1, K).view(1, K, 1).expand(1, K, 2).contiguous()}
         normalize_kp({"value": kp_source["value"][:1]}, line, line, True, True, False)
+
+
+def test_warped_skips_add_no_parameters_and_carry_detail_the_bottleneck_blurs() -> None:
+    def generator(warped_skips: bool) -> OcclusionAwareGenerator:
+        torch.manual_seed(0)
+        return OcclusionAwareGenerator(num_kp=K, block_expansion=8, max_features=16, num_down_blocks=2,
+                                       num_bottleneck_blocks=1, estimate_occlusion_map=False,
+                                       dense_motion=None, warped_skips=warped_skips)
+
+    plain, skips = generator(False), generator(True)
+    assert num_params(plain) == num_params(skips)
+    images = torch.rand(4, 3, 32, 32)  # pixel noise: only a path at full resolution can reproduce it
+    kp = random_kp(4)
+    errors = {}
+    for name, net in (("plain", plain), ("skips", skips)):
+        optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+        for _ in range(60):
+            optimizer.zero_grad()
+            loss = (net(images, kp, kp)["prediction"] - images).abs().mean()
+            loss.backward()
+            optimizer.step()
+        errors[name] = loss.item()
+    assert errors["skips"] < 0.6 * errors["plain"], errors
+
+
+def test_warped_skips_move_with_the_flow() -> None:
+    torch.manual_seed(0)
+    net = OcclusionAwareGenerator(num_kp=K, block_expansion=8, max_features=16, num_down_blocks=1,
+                                  num_bottleneck_blocks=1, dense_motion=small_dense_motion(), warped_skips=True)
+    net.eval()
+    source = torch.rand(1, 3, SIZE, SIZE)
+    kp = random_kp(1, jacobian=True)
+    still = net(source, kp_driving=kp, kp_source=kp)
+    moved = net(source, kp_driving=random_kp(1), kp_source=kp)
+    # the skip at full resolution is the encoder feature itself when nothing moves (identity flow)
+    encoder = net.first(source)
+    occlusion = torch.nn.functional.interpolate(still["occlusion_map"], size=(SIZE, SIZE), mode="bilinear",
+                                                align_corners=True)
+    torch.testing.assert_close(net._move(encoder, still["deformation"], still["occlusion_map"]), encoder * occlusion,
+                               atol=1e-5, rtol=1e-4)
+    assert (moved["prediction"] - still["prediction"]).abs().mean() > 1e-3

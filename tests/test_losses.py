@@ -460,3 +460,26 @@ def test_wing_loss_pieces_and_continuity() -> None:
     assert wing_loss(torch.tensor([0.0, 2.0, -20.0]), target).item() == pytest.approx(
         (10 * math.log(2) + 20 - linear_offset) / 3
     )
+
+
+def test_reconstruction_l1_pyramid_sums_the_levels() -> None:
+    from reenact.losses.objective import ReenactmentObjective
+
+    def objective(scales: list[float]) -> ReenactmentObjective:
+        return ReenactmentObjective(perceptual_weights=[0, 0, 0, 0, 0], reconstruction_l1=100.0,
+                                    reconstruction_scales=scales, equivariance_value=0.0,
+                                    equivariance_jacobian=0.0)
+
+    torch.manual_seed(0)
+    driving, prediction = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    batch = {"driving": driving}
+    output = {"prediction": prediction, "kp_source": {}, "kp_driving": {}}
+    single = objective([1.0])(None, batch, output)[0]["reconstruction_l1"]
+    torch.testing.assert_close(single, 100.0 * (prediction - driving).abs().mean())
+    pyramid = ImagePyramid([1.0, 0.5])
+    expected = sum((a - b).abs().mean() for a, b in zip(pyramid(prediction).values(), pyramid(driving).values()))
+    two = objective([1.0, 0.5])(None, batch, output)[0]["reconstruction_l1"]
+    torch.testing.assert_close(two, 100.0 * expected)
+    # independent noise averages out at the coarse level: it adds less than the full-resolution term
+    assert single < two < 2 * single
+    assert objective([1.0, 0.5])(None, batch, {**output, "prediction": driving})[0]["reconstruction_l1"] == 0

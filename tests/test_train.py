@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from reenact.entrypoints.train import run
+from reenact.errors import USER_ERRORS
 from reenact.utils.config_check import ConfigError
 from tests.helpers.configs import train_config
 
@@ -69,6 +70,19 @@ def test_resumed_run_continues_exactly(tmp_path: Path, cache_dir: Path) -> None:
     assert final_full["global_step"] == final_resumed["global_step"]
     for key, value in final_full["state_dict"].items():
         torch.testing.assert_close(final_resumed["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_cosine_schedule_falls_to_zero_over_max_epochs(tmp_path: Path, cache_dir: Path) -> None:
+    overrides = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=0", "model.lr_schedule=cosine",
+                 "callbacks.reconstruction_visualizer.every_n_epochs=100"]
+    run(train_config(tmp_path / "one", cache_dir, [*overrides, "trainer.max_epochs=3"]))
+    state = torch.load(tmp_path / "one" / "checkpoints" / "last.ckpt", weights_only=True)
+    base = [group["initial_lr"] for group in state["optimizer_states"][0]["param_groups"]]
+    assert state["lr_schedulers"][0]["last_epoch"] == 3
+    assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert base[0] > 0
+    with pytest.raises(USER_ERRORS, match="lr_schedule"):  # reported by the CLI as one line
+        run(train_config(tmp_path / "bad", cache_dir, ["model.lr_schedule=linear"]))
 
 
 def test_loss_falls_when_overfitting_one_batch(tmp_path: Path, cache_dir: Path) -> None:

@@ -95,6 +95,7 @@ class ReenactDataModule(LightningDataModule):
         val_max_frames: int | None = 32,
         pin_memory: bool = False,
         persistent_workers: bool = True,
+        cache_mb: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -114,6 +115,7 @@ class ReenactDataModule(LightningDataModule):
         self.val_max_frames = val_max_frames
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.cache_mb = cache_mb
         self.seed = seed
         self.batch_size_per_device = batch_size
         self.data_dir: Path | None = None
@@ -165,7 +167,7 @@ class ReenactDataModule(LightningDataModule):
             return
         train_dir, test_dir, train_ids, test_ids = self._folders()
         self.train_set = PairDataset(train_dir, self.frame_size, self.id_sampling, self.num_repeats, None,
-                                     identities=train_ids, seed=self.seed)
+                                     identities=train_ids, seed=self.seed, cache_mb=self.cache_mb)
         if self.augment:
             self.train_set.augmentation = Augmentation(
                 **self.augmentation_args, landmark_flip_permutation=self._landmark_flip_permutation(self.train_set))

@@ -156,6 +156,7 @@ class PairDataset(Dataset):
         augmentation: Augmentation | None = None,
         identities: Sequence[str] | None = None,
         seed: int = 0,
+        cache_mb: float = 0.0,
     ) -> None:
         if frame_size < 2 or num_repeats < 1:
             raise ValueError(f"frame_size must be >= 2 and num_repeats >= 1, got {frame_size}, {num_repeats}")
@@ -171,6 +172,11 @@ class PairDataset(Dataset):
         self.decode_failures = 0  # per process: each DataLoader worker counts its own
         self._broken: set[Path] = set()
         self.seed = seed
+        # Decoded clips kept in memory (per worker process) up to cache_mb: a small dataset (the synthetic one)
+        # is then decoded once per worker instead of once per sample. Clips beyond the budget are read as usual.
+        self.cache_bytes = int(cache_mb * 2**20)
+        self._cache: dict[Path, np.ndarray | None] = {}
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return (len(self.identities) if self.id_sampling else len(self.clips)) * self.num_repeats
@@ -188,6 +194,18 @@ class PairDataset(Dataset):
                 raise DatasetError(f"every clip in {self.root} failed to decode")
         return pool[int(rng.integers(len(pool)))]
 
+    def _read(self, clip: Clip, frames: list[int]) -> np.ndarray:
+        """(N, H, W, 3) uint8 frames of ``clip``, from the in-memory cache when the clip fits in it."""
+        if clip.path not in self._cache and (
+            self._cached_bytes + clip.num_frames * clip.height * clip.width * 3 <= self.cache_bytes
+        ):
+            decoded = read_video(clip.path)
+            # a clip whose decoded length disagrees with its header is never cached: random access handles it
+            self._cache[clip.path] = decoded if len(decoded) == clip.num_frames else None
+            self._cached_bytes += decoded.nbytes if len(decoded) == clip.num_frames else 0
+        cached = self._cache.get(clip.path)
+        return cached[frames] if cached is not None else read_frames(clip.path, frames)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         # ``index`` may be a sample key from EpochSampler (epoch * len + i): the item is key % len and every
         # random draw depends only on (seed, key), so results do not depend on worker layout or resumption.
@@ -196,7 +214,7 @@ class PairDataset(Dataset):
             clip = self._choose(index, attempt, rng)
             frames = np.sort(rng.integers(0, clip.num_frames, size=2))  # with replacement, as FOMM
             try:
-                images = to_tensor_frames(read_frames(clip.path, frames.tolist()), self.frame_size)
+                images = to_tensor_frames(self._read(clip, frames.tolist()), self.frame_size)
             except (VideoError, IndexError) as exc:
                 self.decode_failures += 1
                 self._broken.add(clip.path)

@@ -17,6 +17,7 @@ from torch import nn
 
 from reenact.losses.equivariance import EquivarianceLoss
 from reenact.losses.perceptual import PerceptualPyramidLoss
+from reenact.losses.pyramid import ImagePyramid
 from reenact.losses.priors import deformation_prior_loss, head_pose_loss, keypoint_prior_loss, wing_loss
 from reenact.models.geometry import resize_to
 
@@ -31,6 +32,7 @@ class ReenactmentObjective(nn.Module):
         vgg_pretrained: bool = True,
         vgg_weights_path: str | None = None,
         reconstruction_l1: float = 0.0,
+        reconstruction_scales: list[float] = (1.0,),
         equivariance_value: float = 10.0,
         equivariance_jacobian: float = 10.0,
         sigma_affine: float = 0.05,
@@ -62,6 +64,9 @@ class ReenactmentObjective(nn.Module):
             else None
         )
         self.reconstruction_l1 = reconstruction_l1
+        # Coarse levels give the flow a gradient for displacements larger than the image's detail, as the
+        # perceptual pyramid does; the L1 is summed over the levels like the perceptual terms.
+        self.reconstruction_pyramid = ImagePyramid(list(reconstruction_scales)) if reconstruction_l1 else None
         self.equivariance_value = equivariance_value
         self.equivariance_jacobian = equivariance_jacobian
         self.equivariance = (
@@ -93,7 +98,9 @@ class ReenactmentObjective(nn.Module):
             losses["perceptual"] = self.perceptual(prediction, driving)
         if self.reconstruction_l1:
             # A pixel term helps most where the perceptual features are weak (small frames, random VGG).
-            losses["reconstruction_l1"] = self.reconstruction_l1 * (prediction - driving).abs().mean()
+            predicted, target = self.reconstruction_pyramid(prediction), self.reconstruction_pyramid(driving)
+            l1 = sum((predicted[scale] - target[scale]).abs().mean() for scale in predicted)
+            losses["reconstruction_l1"] = self.reconstruction_l1 * l1
         if self.equivariance is not None:
             terms = self.equivariance(network.detect, batch["driving"], output["kp_driving"])
             if self.equivariance_value:

@@ -3,6 +3,12 @@
 A Johnson-style encoder-decoder. The source is encoded, its feature map is warped by the dense flow
 T_{S<-D} from the DenseMotionNetwork and multiplied by the occlusion map O (so the decoder inpaints what
 the source cannot show), then residual bottleneck blocks and up blocks decode the prediction.
+
+``warped_skips=True`` (off in the original, and so in ``fomm_vox256``) also warps the encoder's feature map at
+every finer level by the same flow, multiplies it by the occlusion map at that size and adds it to the decoder's
+output at that level -- skip connections that move with the source, as in TPSMM's inpainting network (which
+concatenates; adding keeps the parameter count unchanged). Without them every detail must pass the coarsest
+level, and a small network needs thousands of steps to stop blurring (experiments/2026-11-23_fomm_skips.md).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class OcclusionAwareGenerator(nn.Module):
         num_bottleneck_blocks: int = 6,
         estimate_occlusion_map: bool = True,
         dense_motion: DenseMotionNetwork | None = None,
+        warped_skips: bool = False,
     ) -> None:
         super().__init__()
         if dense_motion is not None:
@@ -47,6 +54,7 @@ class OcclusionAwareGenerator(nn.Module):
         self.num_kp = num_kp
         self.estimate_occlusion_map = estimate_occlusion_map
         self.dense_motion_network = dense_motion
+        self.warped_skips = warped_skips
 
         def width(level: int) -> int:  # channels after `level` down blocks
             return min(max_features, block_expansion * 2**level)
@@ -77,31 +85,47 @@ class OcclusionAwareGenerator(nn.Module):
                 f"got {tuple(source_image.shape)}"
             )
         out = self.first(source_image)  # (B, be, H, W)
+        encoder_features = [out]  # level n: (B, C_n, H/2**n, W/2**n)
         for block in self.down_blocks:
-            out = block(out)  # (B, C, H/2**n, W/2**n)
+            out = block(out)
+            encoder_features.append(out)
 
         result: dict[str, torch.Tensor] = {}
+        deformation = occlusion = None
         if self.dense_motion_network is not None:
             motion = self.dense_motion_network(source_image, kp_driving=kp_driving, kp_source=kp_source)
             result["mask"] = motion["mask"]  # (B, K+1, h, w)
             result["sparse_deformed"] = motion["sparse_deformed"]  # (B, K+1, C, h, w)
             deformation = motion["deformation"]  # (B, h, w, 2), resized inside warp to the feature size
             result["deformation"] = deformation
-            out = warp(out, deformation)
             if "occlusion_map" in motion:
                 occlusion = motion["occlusion_map"]  # (B, 1, h, w)
-                if occlusion.shape[2:] != out.shape[2:]:
-                    # same corner alignment as the flow resize in warp, so both describe the same pixels
-                    occlusion = F.interpolate(
-                        occlusion, size=out.shape[2:], mode="bilinear", align_corners=ALIGN_CORNERS
-                    )
-                out = out * occlusion.to(out.dtype)
-                result["occlusion_map"] = motion["occlusion_map"]
+                result["occlusion_map"] = occlusion
             # for visualisation: what pure warping of the source image looks like
             result["deformed"] = warp(source_image, deformation)  # (B, C, H, W)
 
+        out = self._move(out, deformation, occlusion)
         out = self.bottleneck(out)
-        for block in self.up_blocks:
+        for level, block in zip(range(len(self.up_blocks) - 1, -1, -1), self.up_blocks, strict=True):
             out = block(out)
+            if self.warped_skips:
+                out = out + self._move(encoder_features[level], deformation, occlusion)
         result["prediction"] = torch.sigmoid(self.final(out))  # (B, C, H, W) in [0, 1]
         return result
+
+    @staticmethod
+    def _move(
+        feature: torch.Tensor, deformation: torch.Tensor | None, occlusion: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Warp a (B, C, h, w) source feature by the flow and mask it by the occlusion map, both resized to it."""
+        if deformation is None:
+            return feature
+        feature = warp(feature, deformation)
+        if occlusion is not None:
+            if occlusion.shape[2:] != feature.shape[2:]:
+                # same corner alignment as the flow resize in warp, so both describe the same pixels
+                occlusion = F.interpolate(
+                    occlusion, size=feature.shape[2:], mode="bilinear", align_corners=ALIGN_CORNERS
+                )
+            feature = feature * occlusion.to(feature.dtype)
+        return feature

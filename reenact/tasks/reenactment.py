@@ -5,13 +5,15 @@ The model preset decides the networks (``network``: FOMM or the LivePortrait fam
 ``objective`` and whether a ``discriminator`` is built. Per step (as the original FOMM loop): one generator
 forward and backward, then one Adam step per network group (e.g. keypoint detector, generator); then, when the GAN
 is on, one discriminator step on detached predictions. Learning rates fall by ``lr_gamma`` at the epoch
-``lr_milestones``. Validation reconstructs each held-out video from its first frame and logs ``val/l1`` beside
-``val/l1_copy_source`` (the error of just showing the source frame) so anyone can see whether motion transfers.
+``lr_milestones`` (``lr_schedule: multistep``, the original recipe) or along one half cosine to 0 over
+``trainer.max_epochs`` (``lr_schedule: cosine``). Validation reconstructs each held-out video from its first
+frame and logs ``val/l1`` beside ``val/l1_copy_source`` (the error of just showing the source frame) so anyone can see whether motion transfers.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +28,7 @@ from reenact.losses.adversarial import (
 )
 from reenact.losses.objective import ReenactmentObjective
 from reenact.models.geometry import resize_to
+from reenact.utils.memory_format import to_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +48,14 @@ class ReenactmentTask(LightningModule):
         lr: dict[str, float] | None = None,
         betas: list[float] = (0.5, 0.999),
         weight_decay: float = 0.0,
+        lr_schedule: str = "multistep",
         lr_milestones: list[int] = (),
         lr_gamma: float = 0.1,
         grad_clip_val: float | None = None,
         grad_clip_algorithm: str = "norm",
         val_chunk_frames: int = 16,
         init_from: str | None = None,
+        channels_last: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -74,17 +79,21 @@ class ReenactmentTask(LightningModule):
                 f"model.lr must give one learning rate per optimised network {self.optimizer_names}; "
                 f"missing {missing}, unknown {unknown}"
             )
+        if lr_schedule not in ("multistep", "cosine"):
+            raise ValueError(f"model.lr_schedule: unknown schedule '{lr_schedule}' (expected 'multistep' or 'cosine')")
         if gan_kind not in ("lsgan", "hinge"):
             raise ValueError(f"model.gan_kind: unknown GAN loss '{gan_kind}' (expected 'lsgan' or 'hinge')")
         self.lr = lr
         self.betas = (float(betas[0]), float(betas[1]))
         self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
         self.lr_milestones = list(lr_milestones)
         self.lr_gamma = lr_gamma
         self.grad_clip_val = grad_clip_val
         self.grad_clip_algorithm = grad_clip_algorithm
         self.val_chunk_frames = val_chunk_frames
         self.init_from = init_from
+        self.channels_last = channels_last
         self.seed = seed
         # Filled by the entry point so that a checkpoint can rebuild its model without the Hydra tree.
         self.model_config: dict[str, Any] | None = None
@@ -99,11 +108,36 @@ class ReenactmentTask(LightningModule):
             torch.optim.Adam(params[name], lr=self.lr[name], betas=self.betas, weight_decay=self.weight_decay)
             for name in self.optimizer_names
         ]
-        schedulers = [
-            torch.optim.lr_scheduler.MultiStepLR(opt, milestones=self.lr_milestones, gamma=self.lr_gamma)
-            for opt in optimizers
-        ]
+        if self.lr_schedule == "cosine":
+            # A closure is not saved in the scheduler's state_dict: the curve's length is read live (see below).
+            def cosine(epoch: int) -> float:
+                return self._cosine_factor(epoch)
+
+            schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, cosine) for opt in optimizers]
+        else:
+            schedulers = [
+                torch.optim.lr_scheduler.MultiStepLR(opt, milestones=self.lr_milestones, gamma=self.lr_gamma)
+                for opt in optimizers
+            ]
         return optimizers, schedulers
+
+    def _cosine_factor(self, epoch: int) -> float:
+        """One half cosine from 1 to 0 over trainer.max_epochs."""
+        total = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
+        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, total) / total))
+
+    def on_train_epoch_start(self) -> None:
+        if self.lr_schedule != "cosine":
+            return
+        # The learning rate is a function of the epoch: set it from the curve, so a run resumed from a checkpoint
+        # follows the uninterrupted run's curve, and one resumed with a larger max_epochs stretches the curve.
+        schedulers = self.lr_schedulers()
+        optimizers = self.optimizers()
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for scheduler, optimizer in zip(schedulers, optimizers, strict=True):
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+                group["lr"] = base * self._cosine_factor(self.current_epoch)
 
     def _step_seed(self, batch_idx: int) -> int:
         # Randomness inside a step (the equivariance transform) depends only on (seed, rank, epoch, batch), so a
@@ -206,6 +240,12 @@ class ReenactmentTask(LightningModule):
                       batch_size=1, sync_dist=True)
 
     # ------------------------------------------------------------------ checkpoints
+    def setup(self, stage: str) -> None:
+        if self.channels_last:  # before the optimisers exist; the Parameter objects stay the same anyway
+            to_channels_last(self.network)
+            if self.discriminator is not None:
+                to_channels_last(self.discriminator)
+
     def on_fit_start(self) -> None:
         if self.init_from and self.trainer.ckpt_path is None:
             self._initialise_from(self.init_from)

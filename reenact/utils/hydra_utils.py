@@ -15,6 +15,22 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 VERSION_BASE = "1.3"
 
 
+def native_cpu_precision() -> str:
+    """``bf16-mixed`` where the CPU computes bfloat16 natively (AVX512-BF16 / AMX), else ``32-true``.
+
+    Used by ``trainer=cpu`` as ``${reenact.cpu_precision:}``: on such CPUs bf16 autocast makes a small
+    model's step about 1.5x faster; elsewhere bf16 is emulated and slower than fp32.
+    """
+    import torch
+
+    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+
+
+# Registered at import: every module that composes our configs imports this one first.
+if not OmegaConf.has_resolver("reenact.cpu_precision"):
+    OmegaConf.register_new_resolver("reenact.cpu_precision", native_cpu_precision)
+
+
 def compose_config(config_name: str, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with command-line style overrides (used by tests and small CLIs)."""
     GlobalHydra.instance().clear()
