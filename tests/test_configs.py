@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from reenact.entrypoints.train import validate
@@ -98,3 +99,14 @@ def test_info_cli_prints_counts() -> None:
                             text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "14,215,368" in result.stdout and "45,575,391" in result.stdout and "2,758,849" in result.stdout
+
+
+def test_cpu_trainer_uses_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reenact.utils import hydra_utils
+
+    cfg = hydra_utils.compose_config("train", ["trainer=cpu"])
+    assert cfg.trainer.precision == hydra_utils.native_cpu_precision()
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert hydra_utils.native_cpu_precision() == "32-true"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert hydra_utils.native_cpu_precision() == "bf16-mixed"

@@ -259,3 +259,19 @@ def test_hue_rotation_moves_like_an_hsv_shift() -> None:
         assert error < 0.5 * (rotate_hue(image, -shift) - reference).abs().mean()  # same direction as HSV
         change, reference_change = (rotate_hue(image, shift) - image).abs().mean(), (reference - image).abs().mean()
         assert 0.5 < change / reference_change < 2  # and a similar strength
+
+
+def test_decoded_clip_cache_returns_the_same_items_within_its_budget(data: Path) -> None:
+    plain = PairDataset(data / "train", 64, num_repeats=2, augmentation=NO_AUGMENTATION)
+    cached = PairDataset(data / "train", 64, num_repeats=2, augmentation=NO_AUGMENTATION, cache_mb=64)
+    for index in range(len(plain)):
+        a, b = plain[index], cached[index]
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    clip_bytes = [c.num_frames * c.height * c.width * 3 for c in cached.clips]
+    assert 0 < cached._cached_bytes <= sum(clip_bytes)
+    assert all(v is not None for v in cached._cache.values())
+    # a budget smaller than one clip caches nothing and still reads every item
+    tiny = PairDataset(data / "train", 64, augmentation=NO_AUGMENTATION, cache_mb=min(clip_bytes) / 2**20 / 2)
+    torch.testing.assert_close(tiny[0]["source"], plain[0]["source"], rtol=0, atol=0)
+    assert tiny._cached_bytes == 0 and not tiny._cache

@@ -311,3 +311,20 @@ def test_warped_skips_move_with_the_flow() -> None:
     torch.testing.assert_close(net._move(encoder, still["deformation"], still["occlusion_map"]), encoder * occlusion,
                                atol=1e-5, rtol=1e-4)
     assert (moved["prediction"] - still["prediction"]).abs().mean() > 1e-3
+
+
+def test_channels_last_keeps_parameters_and_outputs_for_2d_and_3d_layers() -> None:
+    from reenact.utils.memory_format import to_channels_last
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.Flatten(1, 2), nn.Conv2d(4 * 3, 5, 3, padding=1),
+                        nn.BatchNorm2d(5))
+    net.eval()
+    x = torch.rand(2, 2, 3, 8, 8)
+    before = net(x)
+    params = list(net.parameters())
+    to_channels_last(net)
+    assert [id(p) for p in net.parameters()] == [id(p) for p in params]  # optimisers keep working
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert net[2].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(net(x), before, rtol=1e-5, atol=1e-5)

@@ -477,7 +477,8 @@ def test_reconstruction_l1_pyramid_sums_the_levels() -> None:
     single = objective([1.0])(None, batch, output)[0]["reconstruction_l1"]
     torch.testing.assert_close(single, 100.0 * (prediction - driving).abs().mean())
     pyramid = ImagePyramid([1.0, 0.5])
-    expected = sum((a - b).abs().mean() for a, b in zip(pyramid(prediction).values(), pyramid(driving).values()))
+    levels = zip(pyramid(prediction).values(), pyramid(driving).values(), strict=True)
+    expected = sum((a - b).abs().mean() for a, b in levels)
     two = objective([1.0, 0.5])(None, batch, output)[0]["reconstruction_l1"]
     torch.testing.assert_close(two, 100.0 * expected)
     # independent noise averages out at the coarse level: it adds less than the full-resolution term

@@ -17,8 +17,8 @@ from torch import nn
 
 from reenact.losses.equivariance import EquivarianceLoss
 from reenact.losses.perceptual import PerceptualPyramidLoss
-from reenact.losses.pyramid import ImagePyramid
 from reenact.losses.priors import deformation_prior_loss, head_pose_loss, keypoint_prior_loss, wing_loss
+from reenact.losses.pyramid import ImagePyramid
 from reenact.models.geometry import resize_to
 
 

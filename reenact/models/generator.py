@@ -8,7 +8,7 @@ the source cannot show), then residual bottleneck blocks and up blocks decode th
 every finer level by the same flow, multiplies it by the occlusion map at that size and adds it to the decoder's
 output at that level -- skip connections that move with the source, as in TPSMM's inpainting network (which
 concatenates; adding keeps the parameter count unchanged). Without them every detail must pass the coarsest
-level, and a small network needs thousands of steps to stop blurring (experiments/2026-11-23_fomm_skips.md).
+level, and a small network needs thousands of steps to stop blurring (experiments/2026-11-22_cpu_recipe.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ forward and backward, then one Adam step per network group (e.g. keypoint detect
 is on, one discriminator step on detached predictions. Learning rates fall by ``lr_gamma`` at the epoch
 ``lr_milestones`` (``lr_schedule: multistep``, the original recipe) or along one half cosine to 0 over
 ``trainer.max_epochs`` (``lr_schedule: cosine``). Validation reconstructs each held-out video from its first
-frame and logs ``val/l1`` beside ``val/l1_copy_source`` (the error of just showing the source frame) so anyone can see whether motion transfers.
+frame and logs ``val/l1`` beside ``val/l1_copy_source`` (the error of just showing the source frame) so anyone
+can see whether motion transfers.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``module.to(memory_format=torch.channels_last)`` refuses networks that also hold 3D convolution weights (the
 LivePortrait family), so every parameter and buffer is converted by its rank instead. Convolutions follow the
 layout of their weights, so the activations become channels-last without touching the inputs. On CPUs with
-oneDNN this makes a small FOMM's training step about 1.6x faster (experiments/2026-11-23_fomm_cpu_recipe.md).
+oneDNN this makes a small FOMM's training step about 1.6x faster (experiments/2026-11-22_cpu_recipe.md).
 """
 
 from __future__ import annotations
