@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from reenact.models.geometry import make_coordinate_grid
+from reenact.models.geometry import make_coordinate_grid, warp_and_mask
 from reenact.models.liveportrait import (
     AppearanceFeatureExtractor,
     DenseMotionParams,
@@ -55,7 +55,7 @@ def small_warping(estimate_occlusion_map: bool = True, flag_use_occlusion_map: b
     )
 
 
-def small_model() -> LivePortraitModel:
+def small_model(warped_skips: bool = False) -> LivePortraitModel:
     return LivePortraitModel(
         AppearanceFeatureExtractor(
             image_channel=3,
@@ -77,6 +77,7 @@ def small_model() -> LivePortraitModel:
             num_middle_blocks=1,
             spade_hidden=16,
         ),
+        warped_skips=warped_skips,
     )
 
 
@@ -372,3 +373,62 @@ def test_one_optimisation_step_lowers_l1() -> None:
     with torch.no_grad():
         after = (model(source, driving)["prediction"] - driving).abs().mean()
     assert after < loss.detach()
+
+
+# --- warped skips (an option of the small preset, not of LivePortrait) -------------------------------------
+
+
+def test_warped_skips_add_no_parameters_at_small_sizes_and_carry_detail_the_volume_blurs() -> None:
+    torch.manual_seed(0)
+    plain = small_model(warped_skips=False)
+    torch.manual_seed(0)
+    skips = small_model(warped_skips=True)
+    assert n_params(plain) == n_params(skips)
+    images = torch.rand(4, 3, 64, 64)  # pixel noise: only a path finer than the 16x16 volume can reproduce it
+    kp = random_kp(4, SMALL_KP)
+    errors = {}
+    for name, net in (("plain", plain), ("skips", skips)):
+        net.train()
+        optimizer = torch.optim.Adam(net.optimizer_groups()["generator"], lr=3e-3)
+        for _ in range(40):
+            optimizer.zero_grad()
+            loss = (net.generate(images, kp, kp)["prediction"] - images).abs().mean()
+            loss.backward()
+            optimizer.step()
+        errors[name] = loss.item()
+    assert errors["skips"] < 0.6 * errors["plain"], errors
+
+
+def test_warped_skips_are_the_masked_encoder_features_when_nothing_moves() -> None:
+    torch.manual_seed(0)
+    model = small_model(warped_skips=True).eval()
+    source = torch.rand(1, 3, 64, 64)
+    kp = random_kp(1, SMALL_KP)
+    with torch.no_grad():
+        still = model.generate(source, kp, kp)
+        moved = model.generate(source, kp, kp + torch.tensor([0.3, 0.0, 0.0]))
+        _, levels = model.appearance_feature_extractor.encode(source)
+        flow = model.flow_2d(still["deformation"])
+        occlusion = torch.nn.functional.interpolate(still["occlusion_map"], size=(64, 64), mode="bilinear",
+                                                    align_corners=True)
+        # identity deformation: the full-size skip is the encoder feature itself, masked by the occlusion map
+        torch.testing.assert_close(warp_and_mask(levels[0], flow, still["occlusion_map"]), levels[0] * occlusion,
+                                   atol=1e-5, rtol=1e-4)
+    assert (moved["prediction"] - still["prediction"]).abs().mean() > 1e-3
+    assert [type(p).__name__ for p in model.skip_projections] == ["Identity", "Identity"]
+
+
+def test_warped_skips_project_mismatched_widths_and_reject_mismatched_levels() -> None:
+    model = small_model()
+    f, m, w = model.appearance_feature_extractor, model.motion_extractor, model.warping_network
+    wide = SPADEDecoder(upscale=1, max_features=32, block_expansion=16, out_channels=24, num_down_blocks=2,
+                        num_middle_blocks=1, spade_hidden=16)
+    projected = LivePortraitModel(f, m, w, wide, warped_skips=True)
+    assert [type(p).__name__ for p in projected.skip_projections] == ["Identity", "Conv2d"]
+    group = projected.optimizer_groups()["generator"]
+    assert all(any(p is q for q in group) for p in projected.skip_projections.parameters())
+    assert projected(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))["prediction"].shape == (1, 3, 64, 64)
+    shallow = SPADEDecoder(upscale=1, max_features=32, block_expansion=16, out_channels=16, num_down_blocks=1,
+                           num_middle_blocks=1, spade_hidden=16)
+    with pytest.raises(ValueError, match="warped_skips"):
+        LivePortraitModel(f, m, w, shallow, warped_skips=True)

@@ -85,6 +85,18 @@ def test_cosine_schedule_falls_to_zero_over_max_epochs(tmp_path: Path, cache_dir
         run(train_config(tmp_path / "bad", cache_dir, ["model.lr_schedule=linear"]))
 
 
+def test_cosine_schedule_epochs_shortens_the_curve_and_ends_the_run(tmp_path: Path, cache_dir: Path) -> None:
+    overrides = ["trainer.limit_train_batches=2", "trainer.limit_val_batches=0", "model.lr_schedule=cosine",
+                 "callbacks.reconstruction_visualizer.every_n_epochs=100", "trainer.max_epochs=5"]
+    _, objects = run(train_config(tmp_path / "short", cache_dir, [*overrides, "model.lr_schedule_epochs=2"]))
+    assert objects["trainer"].current_epoch == 2  # stopped with the schedule, not at max_epochs
+    state = torch.load(tmp_path / "short" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["lr_schedulers"][0]["last_epoch"] == 2
+    assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(USER_ERRORS, match="lr_schedule_epochs"):
+        run(train_config(tmp_path / "bad", cache_dir, [*overrides, "model.lr_schedule_epochs=0"]))
+
+
 def test_loss_falls_when_overfitting_one_batch(tmp_path: Path, cache_dir: Path) -> None:
     run(
         train_config(

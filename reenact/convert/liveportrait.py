@@ -10,7 +10,7 @@ Keys: our F, M, W, G use the released names, except that M's heads are ``fc_*`` 
 ``detector.fc_*``, and G's spectral-norm keys (see :mod:`reenact.convert.keymap`). The converted model config
 sets ``warping_network.dense_motion_params.align_corners=false``: the release samples its corner-aligned
 coordinate grid with ``grid_sample(align_corners=False)``, and its weights only compute what they were trained
-to compute under that convention.
+to compute under that convention; and ``warped_skips=false``, because the release has no such connections.
 """
 
 from __future__ import annotations
@@ -47,7 +47,11 @@ RENAMES = (
     *(Rename(f"{stem}.", f"{NETWORK}.{ours}.") for stem, ours in FILES.items()),
     *SPECTRAL_NORM_RENAMES,
 )
-RELEASED_CONVENTION = ("model.network.warping_network.dense_motion_params.align_corners=false",)
+# the release samples with align_corners=False and has no warped skips (an option of reenact's small preset)
+RELEASED_CONVENTION = (
+    "model.network.warping_network.dense_motion_params.align_corners=false",
+    "model.network.warped_skips=false",
+)
 
 
 def find_liveportrait_files(source: str | Path) -> dict[str, Path]:

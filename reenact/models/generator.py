@@ -14,12 +14,11 @@ level, and a small network needs thousands of steps to stop blurring (experiment
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reenact.models.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
 from reenact.models.dense_motion import DenseMotionNetwork
-from reenact.models.geometry import ALIGN_CORNERS, warp
+from reenact.models.geometry import warp, warp_and_mask
 
 
 class OcclusionAwareGenerator(nn.Module):
@@ -104,28 +103,11 @@ class OcclusionAwareGenerator(nn.Module):
             # for visualisation: what pure warping of the source image looks like
             result["deformed"] = warp(source_image, deformation)  # (B, C, H, W)
 
-        out = self._move(out, deformation, occlusion)
+        out = warp_and_mask(out, deformation, occlusion)
         out = self.bottleneck(out)
         for level, block in zip(range(len(self.up_blocks) - 1, -1, -1), self.up_blocks, strict=True):
             out = block(out)
             if self.warped_skips:
-                out = out + self._move(encoder_features[level], deformation, occlusion)
+                out = out + warp_and_mask(encoder_features[level], deformation, occlusion)
         result["prediction"] = torch.sigmoid(self.final(out))  # (B, C, H, W) in [0, 1]
         return result
-
-    @staticmethod
-    def _move(
-        feature: torch.Tensor, deformation: torch.Tensor | None, occlusion: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Warp a (B, C, h, w) source feature by the flow and mask it by the occlusion map, both resized to it."""
-        if deformation is None:
-            return feature
-        feature = warp(feature, deformation)
-        if occlusion is not None:
-            if occlusion.shape[2:] != feature.shape[2:]:
-                # same corner alignment as the flow resize in warp, so both describe the same pixels
-                occlusion = F.interpolate(
-                    occlusion, size=feature.shape[2:], mode="bilinear", align_corners=ALIGN_CORNERS
-                )
-            feature = feature * occlusion.to(feature.dtype)
-        return feature

@@ -81,6 +81,21 @@ def warp(inp: torch.Tensor, grid: torch.Tensor, padding_mode: str = "zeros") -> 
                          align_corners=ALIGN_CORNERS)
 
 
+def warp_and_mask(
+    feature: torch.Tensor, flow: torch.Tensor | None, occlusion: torch.Tensor | None
+) -> torch.Tensor:
+    """Warp a (B, C, h, w) source feature by a (B, h', w', 2) flow and multiply it by a (B, 1, h'', w'')
+    occlusion map, both resized to the feature; either may be None (no warp, no mask)."""
+    if flow is not None:
+        feature = warp(feature, flow)
+    if occlusion is not None:
+        if occlusion.shape[2:] != feature.shape[2:]:
+            # same corner alignment as the flow resize in warp, so both describe the same pixels
+            occlusion = F.interpolate(occlusion, size=feature.shape[2:], mode="bilinear", align_corners=ALIGN_CORNERS)
+        feature = feature * occlusion.to(feature.dtype)
+    return feature
+
+
 class AntiAliasInterpolation2d(nn.Module):
     """Gaussian blur then strided subsampling, as FOMM downsamples before keypoint detection.
 

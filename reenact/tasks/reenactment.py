@@ -6,9 +6,10 @@ The model preset decides the networks (``network``: FOMM or the LivePortrait fam
 forward and backward, then one Adam step per network group (e.g. keypoint detector, generator); then, when the GAN
 is on, one discriminator step on detached predictions. Learning rates fall by ``lr_gamma`` at the epoch
 ``lr_milestones`` (``lr_schedule: multistep``, the original recipe) or along one half cosine to 0 over
-``trainer.max_epochs`` (``lr_schedule: cosine``). Validation reconstructs each held-out video from its first
-frame and logs ``val/l1`` beside ``val/l1_copy_source`` (the error of just showing the source frame) so anyone
-can see whether motion transfers.
+``trainer.max_epochs`` (``lr_schedule: cosine``), or over ``lr_schedule_epochs`` when that is set and
+shorter: the run then ends with its schedule, since more epochs at a learning rate of 0 change nothing.
+Validation reconstructs each held-out video from its first frame and logs ``val/l1`` beside
+``val/l1_copy_source`` (the error of just showing the source frame) so anyone can see whether motion transfers.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class ReenactmentTask(LightningModule):
         lr_schedule: str = "multistep",
         lr_milestones: list[int] = (),
         lr_gamma: float = 0.1,
+        lr_schedule_epochs: int | None = None,
         grad_clip_val: float | None = None,
         grad_clip_algorithm: str = "norm",
         val_chunk_frames: int = 16,
@@ -82,6 +84,10 @@ class ReenactmentTask(LightningModule):
             )
         if lr_schedule not in ("multistep", "cosine"):
             raise ValueError(f"model.lr_schedule: unknown schedule '{lr_schedule}' (expected 'multistep' or 'cosine')")
+        if lr_schedule_epochs is not None and (
+            isinstance(lr_schedule_epochs, bool) or not isinstance(lr_schedule_epochs, int) or lr_schedule_epochs < 1
+        ):
+            raise ValueError(f"model.lr_schedule_epochs must be a positive integer or null, got {lr_schedule_epochs!r}")
         if gan_kind not in ("lsgan", "hinge"):
             raise ValueError(f"model.gan_kind: unknown GAN loss '{gan_kind}' (expected 'lsgan' or 'hinge')")
         self.lr = lr
@@ -90,6 +96,7 @@ class ReenactmentTask(LightningModule):
         self.lr_schedule = lr_schedule
         self.lr_milestones = list(lr_milestones)
         self.lr_gamma = lr_gamma
+        self.lr_schedule_epochs = lr_schedule_epochs
         self.grad_clip_val = grad_clip_val
         self.grad_clip_algorithm = grad_clip_algorithm
         self.val_chunk_frames = val_chunk_frames
@@ -122,9 +129,15 @@ class ReenactmentTask(LightningModule):
             ]
         return optimizers, schedulers
 
+    def _schedule_length(self) -> int:
+        """Epochs of the cosine: trainer.max_epochs, or lr_schedule_epochs when that is shorter."""
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        lengths = [n for n in (max_epochs, self.lr_schedule_epochs) if n is not None and n > 0]
+        return max(1, min(lengths)) if lengths else 1
+
     def _cosine_factor(self, epoch: int) -> float:
-        """One half cosine from 1 to 0 over trainer.max_epochs."""
-        total = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
+        """One half cosine from 1 to 0 over the schedule's length."""
+        total = self._schedule_length()
         return 0.5 * (1.0 + math.cos(math.pi * min(epoch, total) / total))
 
     def on_train_epoch_start(self) -> None:
@@ -210,6 +223,15 @@ class ReenactmentTask(LightningModule):
         optimizer.step()
 
     def on_train_epoch_end(self) -> None:
+        if (
+            self.lr_schedule == "cosine"
+            and self.lr_schedule_epochs is not None
+            and self.current_epoch + 1 >= self._schedule_length()
+            and not self.trainer.should_stop
+        ):
+            log.info("the cosine schedule ends at epoch %d (model.lr_schedule_epochs): stopping",
+                     self.current_epoch + 1)
+            self.trainer.should_stop = True
         schedulers = self.lr_schedulers()
         if schedulers is None:
             return

@@ -53,16 +53,27 @@ class AppearanceFeatureExtractor(nn.Module):
         for i in range(num_resblocks):
             self.resblocks_3d.add_module(f"3dr{i}", ResBlock3d(reshape_channel, kernel_size=3, padding=1))
 
-    def forward(self, source_image: torch.Tensor) -> torch.Tensor:
+    def level_channels(self) -> list[int]:
+        """Widths of the 2D encoder features finer than the volume: level n is (B, C_n, H/2**n, W/2**n)."""
+        return [self.first.conv.out_channels] + [b.conv.out_channels for b in self.down_blocks[:-1]]
+
+    def encode(self, source_image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The volume f_s and the 2D encoder features at every level finer than it (level 0 = full size),
+        which a model with warped skips moves to the driving pose."""
         if source_image.dim() != 4 or source_image.shape[1] != self.image_channel:
             raise ValueError(
                 f"AppearanceFeatureExtractor: expected (B, {self.image_channel}, H, W), got "
                 f"{tuple(source_image.shape)}"
             )
         out = self.first(source_image)  # (B, be, H, W)
+        levels = []
         for block in self.down_blocks:
+            levels.append(out)
             out = block(out)  # (B, C, H/2^i, W/2^i)
         out = self.second(out)  # (B, C*D, h, w)
         bs, _, h, w = out.shape
         volume = out.view(bs, self.reshape_channel, self.reshape_depth, h, w)  # (B, C, D, h, w)
-        return self.resblocks_3d(volume)
+        return self.resblocks_3d(volume), levels
+
+    def forward(self, source_image: torch.Tensor) -> torch.Tensor:
+        return self.encode(source_image)[0]

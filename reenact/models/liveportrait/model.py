@@ -6,6 +6,13 @@ translation; the driving keypoints apply the *driving* frame's pose, expression,
 the *source's* canonical keypoints (``driving_uses_source_canonical=True``), because canonical keypoints
 describe identity. F encodes the source into a feature volume, W warps it from the source to the driving
 keypoints and G renders the prediction. Images are RGB in [0, 1].
+
+``warped_skips=True`` (not in LivePortrait, and off in ``model=liveportrait``) adds FOMM-preset-style skip
+connections: F's 2D encoder features at every level finer than the volume are warped by the depth-averaged
+(x, y) of W's deformation, masked by the (detached) occlusion map and added to G's up blocks at the same size
+(through a 1x1 projection where the widths differ; none at the small preset's sizes). Without them every detail of the
+output passes the coarse volume: at 64x64 with a 16x16 volume, static background the source already shows is
+blurred (experiments/2026-11-22_liveportrait_small.md).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from reenact.models.geometry import warp
+from reenact.models.geometry import warp, warp_and_mask
 from reenact.models.liveportrait.appearance_feature_extractor import AppearanceFeatureExtractor
 from reenact.models.liveportrait.keypoint_transform import motion_to_keypoints
 from reenact.models.liveportrait.motion_extractor import MotionExtractor
@@ -50,6 +57,7 @@ class LivePortraitModel(nn.Module):
         warping_network: WarpingNetwork,
         spade_decoder: SPADEDecoder,
         driving_uses_source_canonical: bool = True,
+        warped_skips: bool = False,
     ) -> None:
         super().__init__()
         f, m, w, g = appearance_feature_extractor, motion_extractor, warping_network, spade_decoder
@@ -69,6 +77,20 @@ class LivePortraitModel(nn.Module):
         self.warping_network = w
         self.spade_decoder = g
         self.driving_uses_source_canonical = driving_uses_source_canonical
+        self.warped_skips = warped_skips
+        self.skip_projections = nn.ModuleList()
+        if warped_skips:
+            if f.num_down_blocks != g.num_down_blocks or w.upscale != 1:
+                raise ValueError(
+                    "LivePortraitModel: warped_skips needs F and G with the same number of down blocks and "
+                    f"W.upscale == 1 (F {f.num_down_blocks}, G {g.num_down_blocks}, W.upscale {w.upscale})"
+                )
+            encoder_widths = f.level_channels()  # level n at H / 2**n
+            for i, width in enumerate(g.up_channels):  # up_i at H / 2**(num_down_blocks - 1 - i)
+                source_width = encoder_widths[g.num_down_blocks - 1 - i]
+                self.skip_projections.append(
+                    nn.Identity() if source_width == width else nn.Conv2d(source_width, width, kernel_size=1)
+                )
 
     def detect(self, image: torch.Tensor) -> KeypointDict:
         """M on one batch of images; motion dict plus ``rotation`` and ``value`` (own canonical keypoints)."""
@@ -82,10 +104,21 @@ class LivePortraitModel(nn.Module):
     ) -> dict[str, torch.Tensor | None]:
         """F + W + G for given keypoints (dicts with ``value`` (B, K, 3), or the (B, K, 3) tensors
         themselves), e.g. relative-motion keypoints at animation time."""
-        feature_3d = self.appearance_feature_extractor(source)  # (B, C, D, h, w)
+        feature_3d, levels = self.appearance_feature_extractor.encode(source)  # (B, C, D, h, w), 2D levels
         warped = self.warping_network(feature_3d, _kp_value(kp_driving), _kp_value(kp_source))
-        prediction = self.spade_decoder(warped["out"])  # (B, 3, H', W')
         deformation: torch.Tensor = warped["deformation"]  # always a tensor; the occlusion map may be None
+        skips = None
+        if self.warped_skips:
+            flow = self.flow_2d(deformation)  # resized to each level inside warp
+            occlusion = warped["occlusion_map"] if self.warping_network.flag_use_occlusion_map else None
+            # the skips are gated by the occlusion map but do not train it: through them, shutting the map is
+            # the quickest way to quieten untrained skips, and it collapsed to 0 (measured, lr 3e-3)
+            mask = None if occlusion is None else occlusion.detach()
+            skips = [
+                project(warp_and_mask(levels[len(levels) - 1 - i], flow, mask))
+                for i, project in enumerate(self.skip_projections)
+            ]
+        prediction = self.spade_decoder(warped["out"], skips)  # (B, 3, H', W')
         return {
             "prediction": prediction,
             "deformation": deformation,
@@ -113,15 +146,20 @@ class LivePortraitModel(nn.Module):
     def deformed_image(image: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
         """Warp ``image`` (B, 3, H, W) by the depth-averaged (x, y) of ``deformation`` (B, D, h, w, 3);
         detached, for visualisation."""
-        flow_2d = deformation.detach()[..., :2].mean(dim=1)  # (B, h, w, 2), resized to (H, W) by warp
-        return warp(image.detach(), flow_2d)
+        return warp(image.detach(), LivePortraitModel.flow_2d(deformation.detach()))
+
+    @staticmethod
+    def flow_2d(deformation: torch.Tensor) -> torch.Tensor:
+        """The image-plane flow of a (B, D, h, w, 3) deformation: its (x, y) averaged over depth, (B, h, w, 2)."""
+        return deformation[..., :2].mean(dim=1)
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameter groups for the task's optimisers: M alone, and F + W + G as the generator."""
+        """Parameter groups for the task's optimisers: M alone, and F + W + G (+ skip projections) as the generator."""
         generator = [
             *self.appearance_feature_extractor.parameters(),
             *self.warping_network.parameters(),
             *self.spade_decoder.parameters(),
+            *self.skip_projections.parameters(),
         ]
         return {"motion_extractor": list(self.motion_extractor.parameters()), "generator": generator}
 

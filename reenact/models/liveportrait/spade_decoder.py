@@ -54,6 +54,9 @@ class SPADEDecoder(nn.Module):
             fout = out_channels if last else min(max_features, block_expansion * (2 ** (num_down_blocks - i)))
             self.add_module(f"up_{i}", SPADEResnetBlock(width, fout, label_nc, spade_hidden))
             width = fout
+        self.up_channels = [
+            getattr(self, f"up_{i}").conv_1.out_channels for i in range(num_down_blocks)
+        ]  # output width of up_i, at h * 2**(i+1)
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         if upscale == 1:
             self.conv_img: nn.Module = nn.Conv2d(out_channels, 3, kernel_size=3, padding=1)
@@ -64,10 +67,15 @@ class SPADEDecoder(nn.Module):
                 nn.PixelShuffle(upscale_factor=upscale),
             )
 
-    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+    def forward(self, feature: torch.Tensor, skips: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """``skips[i]`` (B, up_channels[i], h * 2**(i+1), w * 2**(i+1)) or None is added after ``up_i``."""
         if feature.dim() != 4 or feature.shape[1] != self.input_channels:
             raise ValueError(
                 f"SPADEDecoder: expected (B, {self.input_channels}, h, w), got {tuple(feature.shape)}"
+            )
+        if skips is not None and len(skips) != self.num_down_blocks:
+            raise ValueError(
+                f"SPADEDecoder: expected {self.num_down_blocks} skips (one per up block), got {len(skips)}"
             )
         seg = feature  # (B, C_in, h, w)
         x = self.fc(feature)  # (B, 2*C_in, h, w)
@@ -75,5 +83,7 @@ class SPADEDecoder(nn.Module):
             x = getattr(self, f"G_middle_{i}")(x, seg)
         for i in range(self.num_down_blocks):
             x = getattr(self, f"up_{i}")(self.up(x), seg)  # (B, C_i, h*2^(i+1), w*2^(i+1))
+            if skips is not None and skips[i] is not None:
+                x = x + skips[i]
         x = self.conv_img(F.leaky_relu(x, 0.2))  # (B, 3, H*upscale, W*upscale)
         return torch.sigmoid(x)
