@@ -97,6 +97,20 @@ def test_cosine_schedule_epochs_shortens_the_curve_and_ends_the_run(tmp_path: Pa
         run(train_config(tmp_path / "bad", cache_dir, [*overrides, "model.lr_schedule_epochs=0"]))
 
 
+def test_final_weights_are_validated_when_training_stops_between_validation_epochs(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    overrides = ["trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2",
+                 "callbacks.reconstruction_visualizer.every_n_epochs=100"]
+    metrics, objects = run(train_config(tmp_path, cache_dir, overrides))
+    task, trainer = objects["task"], objects["trainer"]
+    assert trainer.current_epoch == 3
+    assert task.validated_at_step == trainer.global_step > 0  # epoch 2 validated, then the final weights
+    assert "val/l1" in metrics
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["metrics"]["val/l1"] == pytest.approx(metrics["val/l1"])
+
+
 def test_loss_falls_when_overfitting_one_batch(tmp_path: Path, cache_dir: Path) -> None:
     run(
         train_config(

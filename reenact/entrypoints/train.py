@@ -92,6 +92,10 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     if cfg.get("train", True):
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        stale = task.validated_at_step is not None and task.validated_at_step != trainer.global_step
+        if stale and not trainer.interrupted:
+            log.info("validating the final weights: training stopped between validation epochs")
+            trainer.validate(task, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if "val/l1" in metrics and metrics.get("val/l1_copy_source"):
         metrics["val/l1_ratio_to_copy_source"] = metrics["val/l1"] / metrics["val/l1_copy_source"]

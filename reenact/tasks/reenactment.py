@@ -105,6 +105,9 @@ class ReenactmentTask(LightningModule):
         self.seed = seed
         # Filled by the entry point so that a checkpoint can rebuild its model without the Hydra tree.
         self.model_config: dict[str, Any] | None = None
+        # global step of the last validation (None before the first): the entry point validates the final weights
+        # when training stopped between validation epochs (time cap, schedule end)
+        self.validated_at_step: int | None = None
         self.data_config: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ optimisation
@@ -261,6 +264,10 @@ class ReenactmentTask(LightningModule):
         copy_source = (video[:1] - video).abs().mean()
         self.log_dict({"val/l1": l1, "val/l1_copy_source": copy_source}, on_step=False, on_epoch=True,
                       batch_size=1, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.validated_at_step = self.global_step
 
     # ------------------------------------------------------------------ checkpoints
     def setup(self, stage: str) -> None:
