@@ -183,8 +183,13 @@ def liveportrait_layout(m: dict) -> dict[str, Layout]:
     conv(G, "fc", ic, 2 * ic, 3)
     for i in range(g["num_middle_blocks"]):
         spade_block(f"G_middle_{i}", 2 * ic, 2 * ic)
-    spade_block("up_0", 2 * ic, ic)  # the release has exactly two up blocks
-    spade_block("up_1", ic, g["out_channels"])
+    width = 2 * ic  # the release has two up blocks: 2*ic -> ic, then ic -> out_channels
+    blocks = g["num_down_blocks"]
+    for i in range(blocks):
+        inner = min(g["max_features"], g["block_expansion"] * 2 ** (blocks - i))
+        fout = g["out_channels"] if i == blocks - 1 else inner
+        spade_block(f"up_{i}", width, fout)
+        width = fout
     up = g["upscale"]
     conv(G, "conv_img.0" if up > 1 else "conv_img", g["out_channels"], 3 * up * up, 3)
     return {"appearance_feature_extractor": F, "motion_extractor": M, "warping_module": W, "spade_generator": G}
