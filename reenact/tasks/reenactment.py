@@ -105,10 +105,10 @@ class ReenactmentTask(LightningModule):
         self.seed = seed
         # Filled by the entry point so that a checkpoint can rebuild its model without the Hydra tree.
         self.model_config: dict[str, Any] | None = None
+        self.data_config: dict[str, Any] | None = None
         # global step of the last validation (None before the first): the entry point validates the final weights
         # when training stopped between validation epochs (time cap, schedule end)
         self.validated_at_step: int | None = None
-        self.data_config: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:

@@ -11,8 +11,8 @@ keypoints and G renders the prediction. Images are RGB in [0, 1].
 connections: F's 2D encoder features at every level finer than the volume are warped by the depth-averaged
 (x, y) of W's deformation, masked by the (detached) occlusion map and added to G's up blocks at the same size
 (through a 1x1 projection where the widths differ; none at the small preset's sizes). Without them every detail of the
-output passes the coarse volume: at 64x64 with a 16x16 volume, static background the source already shows is
-blurred (experiments/2026-11-22_liveportrait_small.md).
+output passes the coarse volume, and even static background the source already shows comes out blurred
+(experiments/2026-11-22_liveportrait_small.md).
 """
 
 from __future__ import annotations

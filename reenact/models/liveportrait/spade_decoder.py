@@ -46,6 +46,7 @@ class SPADEDecoder(nn.Module):
         label_nc = self.input_channels  # the warped feature is the conditioning map
 
         width = 2 * self.input_channels
+        self.up_channels: list[int] = []  # output width of up_i, at h * 2**(i+1)
         self.fc = nn.Conv2d(self.input_channels, width, kernel_size=3, padding=1)
         for i in range(num_middle_blocks):
             self.add_module(f"G_middle_{i}", SPADEResnetBlock(width, width, label_nc, spade_hidden))
@@ -53,10 +54,8 @@ class SPADEDecoder(nn.Module):
             last = i == num_down_blocks - 1
             fout = out_channels if last else min(max_features, block_expansion * (2 ** (num_down_blocks - i)))
             self.add_module(f"up_{i}", SPADEResnetBlock(width, fout, label_nc, spade_hidden))
+            self.up_channels.append(fout)
             width = fout
-        self.up_channels = [
-            getattr(self, f"up_{i}").conv_1.out_channels for i in range(num_down_blocks)
-        ]  # output width of up_i, at h * 2**(i+1)
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         if upscale == 1:
             self.conv_img: nn.Module = nn.Conv2d(out_channels, 3, kernel_size=3, padding=1)
