@@ -484,3 +484,19 @@ def test_reconstruction_l1_pyramid_sums_the_levels() -> None:
     # independent noise averages out at the coarse level: it adds less than the full-resolution term
     assert single < two < 2 * single
     assert objective([1.0, 0.5])(None, batch, {**output, "prediction": driving})[0]["reconstruction_l1"] == 0
+
+
+def test_warped_source_l1_compares_the_warped_source_with_the_driving_frame() -> None:
+    from reenact.losses.objective import ReenactmentObjective
+
+    objective = ReenactmentObjective(perceptual_weights=[0, 0, 0, 0, 0], reconstruction_l1=0.0,
+                                     warped_source_l1=10.0, equivariance_value=0.0, equivariance_jacobian=0.0)
+    torch.manual_seed(0)
+    driving, deformed = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    output = {"prediction": torch.rand(2, 3, 32, 32), "deformed": deformed, "kp_source": {}, "kp_driving": {}}
+    losses = objective(None, {"driving": driving}, output)[0]
+    assert set(losses) == {"warped_source_l1"}  # the prediction plays no part in it
+    torch.testing.assert_close(losses["warped_source_l1"], 10.0 * (deformed - driving).abs().mean())
+    assert objective(None, {"driving": driving}, {**output, "deformed": driving})[0]["warped_source_l1"] == 0
+    with pytest.raises(ValueError, match="warped_source_l1 needs a model that outputs 'deformed'"):
+        objective(None, {"driving": driving}, {**output, "deformed": None})

@@ -33,6 +33,7 @@ class ReenactmentObjective(nn.Module):
         vgg_weights_path: str | None = None,
         reconstruction_l1: float = 0.0,
         reconstruction_scales: list[float] = (1.0,),
+        warped_source_l1: float = 0.0,
         equivariance_value: float = 10.0,
         equivariance_jacobian: float = 10.0,
         sigma_affine: float = 0.05,
@@ -66,7 +67,10 @@ class ReenactmentObjective(nn.Module):
         self.reconstruction_l1 = reconstruction_l1
         # Coarse levels give the flow a gradient for displacements larger than the image's detail, as the
         # perceptual pyramid does; the L1 is summed over the levels like the perceptual terms.
-        self.reconstruction_pyramid = ImagePyramid(list(reconstruction_scales)) if reconstruction_l1 else None
+        self.warped_source_l1 = warped_source_l1
+        self.reconstruction_pyramid = (
+            ImagePyramid(list(reconstruction_scales)) if (reconstruction_l1 or warped_source_l1) else None
+        )
         self.equivariance_value = equivariance_value
         self.equivariance_jacobian = equivariance_jacobian
         self.equivariance = (
@@ -101,6 +105,15 @@ class ReenactmentObjective(nn.Module):
             predicted, target = self.reconstruction_pyramid(prediction), self.reconstruction_pyramid(driving)
             l1 = sum((predicted[scale] - target[scale]).abs().mean() for scale in predicted)
             losses["reconstruction_l1"] = self.reconstruction_l1 * l1
+        if self.warped_source_l1:
+            # The source warped by the model's own (2D) flow against the driving frame: a photometric signal that
+            # trains the flow directly, not only through what the generator makes of the warped features.
+            deformed = output.get("deformed")
+            if deformed is None:
+                raise ValueError("objective.warped_source_l1 needs a model that outputs 'deformed' (the warped source)")
+            warped, target = self.reconstruction_pyramid(deformed), self.reconstruction_pyramid(batch["driving"])
+            l1 = sum((warped[scale] - target[scale]).abs().mean() for scale in warped)
+            losses["warped_source_l1"] = self.warped_source_l1 * l1
         if self.equivariance is not None:
             terms = self.equivariance(network.detect, batch["driving"], output["kp_driving"])
             if self.equivariance_value:

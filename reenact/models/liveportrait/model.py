@@ -44,8 +44,8 @@ class LivePortraitModel(nn.Module):
       ``kp_driving["kp_canonical"]`` is the driving frame's own detection; its ``value`` uses the source's
       canonical keypoints unless ``driving_uses_source_canonical`` is False;
     - ``deformation`` (B, D, h, w, 3), ``occlusion_map`` (B, 1, h, w) or None;
-    - ``deformed`` (B, 3, H, W): the source image warped by the depth-averaged (x, y) deformation, a
-      detached 2D visualisation of the 3D warp.
+    - ``deformed`` (B, 3, H, W): the source image warped by the depth-averaged (x, y) deformation, a 2D
+      picture of the 3D warp (differentiable in the deformation, for ``objective.warped_source_l1``).
     """
 
     family: ClassVar[str] = "liveportrait"
@@ -144,9 +144,9 @@ class LivePortraitModel(nn.Module):
 
     @staticmethod
     def deformed_image(image: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
-        """Warp ``image`` (B, 3, H, W) by the depth-averaged (x, y) of ``deformation`` (B, D, h, w, 3);
-        detached, for visualisation."""
-        return warp(image.detach(), LivePortraitModel.flow_2d(deformation.detach()))
+        """Warp ``image`` (B, 3, H, W) by the depth-averaged (x, y) of ``deformation`` (B, D, h, w, 3): the 2D
+        picture of the 3D warp, for visualisation and for the objective's optional warped-source term."""
+        return warp(image, LivePortraitModel.flow_2d(deformation))
 
     @staticmethod
     def flow_2d(deformation: torch.Tensor) -> torch.Tensor:
