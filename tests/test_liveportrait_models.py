@@ -21,6 +21,7 @@ from reenact.models.liveportrait import (
 )
 from reenact.models.liveportrait.keypoint_transform import (
     bins_to_degrees,
+    pose_labels_to_model_angles,
     rotation_matrix,
     transform_keypoints,
 )
@@ -260,6 +261,44 @@ def test_keypoint_transform_hand_computed() -> None:
     torch.testing.assert_close(
         transform_keypoints(kp_canonical, rot, exp, scale, t), expected, atol=1e-6, rtol=0
     )
+
+
+def test_pose_labels_become_the_model_angles_that_turn_the_keypoints_as_the_head_turned() -> None:
+    from reenact.data.synthetic import _rotation  # the renderer's own head rotation (the labels' convention)
+
+    hand = pose_labels_to_model_angles(torch.tensor([[30.0, 0.0, 0.0], [0.0, 20.0, 0.0], [0.0, 0.0, 10.0]]))
+    # +yaw (nose to image right) and +roll (counter-clockwise on screen) are negative in the model's y-down frame
+    torch.testing.assert_close(hand, torch.tensor([[-30.0, 0.0, 0.0], [0.0, 20.0, 0.0], [0.0, 0.0, -10.0]]),
+                               atol=1e-4, rtol=0)
+    torch.manual_seed(0)
+    labels = torch.randn(16, 3) * torch.tensor([25.0, 15.0, 10.0])
+    head = torch.randn(7, 3) * 0.3  # head-frame points, world axes: x right, y up, z towards the camera
+    angles = pose_labels_to_model_angles(labels)
+    for label, (yaw, pitch, roll) in zip(labels, angles, strict=True):
+        world = head.double() @ torch.from_numpy(_rotation(*label.tolist())).T  # rotated as the renderer does
+        image_xy = world[:, :2] * torch.tensor([1.0, -1.0], dtype=torch.float64)  # u = X, v = -Y
+        canonical = head * torch.tensor([1.0, -1.0, -1.0])  # the model's frame: y down, z into the screen
+        rot = rotation_matrix(pitch.view(1), yaw.view(1), roll.view(1))
+        moved = transform_keypoints(canonical[None], rot, torch.zeros(1, 7, 3), torch.ones(1, 1), torch.zeros(1, 3))
+        torch.testing.assert_close(moved[0, :, :2].double(), image_xy, atol=1e-5, rtol=0)
+
+
+def test_head_pose_term_compares_the_model_angles_with_converted_labels() -> None:
+    from reenact.losses.objective import ReenactmentObjective
+
+    objective = ReenactmentObjective(perceptual_weights=[0, 0, 0, 0, 0], equivariance_value=0.0,
+                                     equivariance_jacobian=0.0, head_pose=1.0)
+    labels = torch.tensor([[20.0, 5.0, 8.0], [-10.0, -3.0, 0.0]])
+
+    def head_pose_losses(angles: torch.Tensor) -> list[float]:
+        kp = {"yaw": angles[:, 0], "pitch": angles[:, 1], "roll": angles[:, 2]}
+        batch = {"driving": torch.rand(2, 3, 8, 8), "source_pose": labels, "driving_pose": labels}
+        losses = objective(small_model(), batch, {"prediction": torch.rand(2, 3, 8, 8), "kp_source": kp,
+                                                   "kp_driving": kp})[0]
+        return [losses["head_pose_source"].item(), losses["head_pose_driving"].item()]
+
+    assert head_pose_losses(pose_labels_to_model_angles(labels)) == pytest.approx([0.0, 0.0], abs=1e-4)
+    assert min(head_pose_losses(labels)) > 10.0  # the raw labels turn the other way in yaw and roll
 
 
 # --- exact parameter counts at LivePortrait's released sizes ----------------------------------------------

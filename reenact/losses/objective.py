@@ -132,7 +132,9 @@ class ReenactmentObjective(nn.Module):
             label = batch.get(f"{side}_pose")
             if self.head_pose and label is not None and "yaw" in kp:
                 predicted = torch.stack([kp["yaw"], kp["pitch"], kp["roll"]], dim=-1).reshape(label.shape)
-                losses[f"head_pose_{side}"] = self.head_pose * head_pose_loss(predicted, label.to(predicted))
+                # the labels follow the dataset's pose convention; the network says what they are in its own angles
+                target = network.head_pose_targets(label.to(predicted).reshape(-1, 3)).reshape(label.shape)
+                losses[f"head_pose_{side}"] = self.head_pose * head_pose_loss(predicted, target)
             landmarks = batch.get(f"{side}_landmarks")
             if self.landmark_guidance and self.landmark_keypoints and landmarks is not None:
                 guided = kp["value"][:, self.landmark_keypoints, :2]  # (B, n, 2)

@@ -52,6 +52,33 @@ def rotation_matrix(pitch: torch.Tensor, yaw: torch.Tensor, roll: torch.Tensor) 
     return (rot_z @ rot_y @ rot_x).transpose(1, 2)
 
 
+def pose_labels_to_model_angles(labels: torch.Tensor) -> torch.Tensor:
+    """Head-pose labels in reenact's file convention -> the same rotation as this model's angles; (B, 3) -> (B, 3).
+
+    Both are (yaw, pitch, roll) in degrees. The ``{stem}.pose.npy`` convention (``reenact.data.synthetic``,
+    ``reenact.face.pose``) has +yaw turning the nose to the image right, +pitch tilting the face down and +roll
+    turning it counter-clockwise on screen, composed as Rz(roll) Rx(pitch) Ry(yaw) in a y-up, z-towards-camera
+    frame. The model's keypoints live in a y-down, z-into-the-screen frame and compose Rz(roll) Ry(yaw) Rx(pitch),
+    so the same head turn has the opposite yaw and roll and a different Euler order: this rebuilds the label's
+    rotation in the model's frame, Rz(-roll) Rx(pitch) Ry(-yaw), and decomposes it as Rz Ry Rx (exact, not only
+    the signs). Supervising the model's angles with the raw labels would teach it to turn the keypoints the wrong
+    way (measured: the head-pose loss then never fell below that of a constant guess).
+    """
+    if labels.dim() != 2 or labels.shape[-1] != 3:
+        raise ValueError(f"pose_labels_to_model_angles: expected (B, 3) yaw, pitch, roll, got {tuple(labels.shape)}")
+    yaw, pitch, roll = labels.unbind(-1)
+    zero = torch.zeros_like(yaw)
+    # column-vector matrices of the label's rotation in the model's frame, via rotation_matrix's transposes
+    rot_z = rotation_matrix(zero, zero, -roll).transpose(1, 2)
+    rot_x = rotation_matrix(pitch, zero, zero).transpose(1, 2)
+    rot_y = rotation_matrix(zero, -yaw, zero).transpose(1, 2)
+    m = rot_z @ rot_x @ rot_y  # (B, 3, 3) = Rz(a) Ry(b) Rx(c) for the model's roll a, yaw b, pitch c
+    model_yaw = torch.asin((-m[:, 2, 0]).clamp(-1.0, 1.0))
+    model_pitch = torch.atan2(m[:, 2, 1], m[:, 2, 2])
+    model_roll = torch.atan2(m[:, 1, 0], m[:, 0, 0])
+    return torch.stack([model_yaw, model_pitch, model_roll], dim=-1) * (180.0 / math.pi)
+
+
 def transform_keypoints(
     kp_canonical: torch.Tensor,
     rotation: torch.Tensor,

@@ -24,7 +24,7 @@ from torch import nn
 
 from reenact.models.geometry import warp, warp_and_mask
 from reenact.models.liveportrait.appearance_feature_extractor import AppearanceFeatureExtractor
-from reenact.models.liveportrait.keypoint_transform import motion_to_keypoints
+from reenact.models.liveportrait.keypoint_transform import motion_to_keypoints, pose_labels_to_model_angles
 from reenact.models.liveportrait.motion_extractor import MotionExtractor
 from reenact.models.liveportrait.spade_decoder import SPADEDecoder
 from reenact.models.liveportrait.warping_network import WarpingNetwork
@@ -162,6 +162,11 @@ class LivePortraitModel(nn.Module):
             *self.skip_projections.parameters(),
         ]
         return {"motion_extractor": list(self.motion_extractor.parameters()), "generator": generator}
+
+    @staticmethod
+    def head_pose_targets(labels: torch.Tensor) -> torch.Tensor:
+        """(B, 3) yaw, pitch, roll labels from a dataset's ``pose.npy`` -> M's angles for the same head turn."""
+        return pose_labels_to_model_angles(labels)
 
     @staticmethod
     def keypoints_2d(kp: KeypointDict) -> torch.Tensor:
