@@ -22,7 +22,14 @@ from reenact.face import (
     union_boxes,
 )
 from reenact.face.landmarks import FLIP_PERMUTATION_68
-from reenact.face.pose import MODEL_INDICES, MODEL_POINTS_3D, camera_matrix, project_model
+from reenact.face.pose import (
+    MODEL_INDICES,
+    MODEL_POINTS_3D,
+    angles_from_rotation,
+    camera_matrix,
+    project_model,
+    rotation_from_angles,
+)
 
 # ---------------------------------------------------------------- boxes and crop rules (no models)
 
@@ -77,6 +84,16 @@ def _model_landmarks(points_2d: np.ndarray) -> np.ndarray:
     lm = np.full((68, 2), np.nan)
     lm[MODEL_INDICES] = points_2d
     return lm
+
+
+def test_pose_angles_mean_what_the_synthetic_labels_mean() -> None:
+    from reenact.data.synthetic import _rotation  # y up, z towards the camera
+
+    to_camera_axes = np.diag([1.0, -1.0, -1.0])  # OpenCV: y down, z away from the camera
+    for angles in [(25.0, -10.0, 8.0), (-35.0, 15.0, -12.0), (5.0, 30.0, -20.0)]:
+        rotation = rotation_from_angles(*angles)
+        np.testing.assert_allclose(rotation, to_camera_axes @ _rotation(*angles) @ to_camera_axes, atol=1e-12)
+        assert angles_from_rotation(rotation) == pytest.approx(angles, abs=1e-9)
 
 
 def test_pose_recovers_known_angles_and_frontal_is_zero() -> None:

@@ -16,7 +16,10 @@ dataset's ground truth (``reenact.data.synthetic``) so ``{stem}.pose.npy`` files
 - **roll > 0**: the face turns counter-clockwise as seen on screen (top of the head moves to the image left).
 
 Mirroring the image horizontally negates yaw and roll and keeps pitch. The rotation is
-R = Ry(-yaw) · Rx(pitch) · Rz(-roll) (head frame -> camera frame, OpenCV axes).
+R = Rz(-roll) · Rx(pitch) · Ry(-yaw) (head frame -> camera frame, OpenCV axes): the synthetic renderer's
+Rz(roll) Rx(pitch) Ry(yaw) in its y-up, z-towards-camera axes, so both sources give the same angles for the same
+head turn, Euler order included. (The LivePortrait model's own angles differ in yaw and roll sign and in order;
+its head-pose loss converts, see ``reenact.models.liveportrait.keypoint_transform.pose_labels_to_model_angles``.)
 
 The generic model assumes adult proportions: faces with other proportions (children, stylised faces)
 get a biased pitch of up to ~20 degrees, and the pose is measured against the camera axis, so a face far
@@ -58,15 +61,16 @@ def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
     rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
     ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
     rz = np.array([[np.cos(g), -np.sin(g), 0], [np.sin(g), np.cos(g), 0], [0, 0, 1]])
-    return ry @ rx @ rz
+    return rz @ rx @ ry
 
 
 def angles_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
-    """(yaw, pitch, roll) in degrees from R = Ry(-yaw) Rx(pitch) Rz(-roll)."""
+    """(yaw, pitch, roll) in degrees from R = Rz(-roll) Rx(pitch) Ry(-yaw)."""
     r = np.asarray(rotation, dtype=np.float64)
-    a = np.arcsin(np.clip(-r[1, 2], -1.0, 1.0))
-    b = np.arctan2(r[0, 2], r[2, 2])
-    g = np.arctan2(r[1, 0], r[1, 1])
+    # Rz(g) Rx(a) Ry(b) has [2,1] = sin a, [2,0] = -cos a sin b, [2,2] = cos a cos b, [0,1] = -sin g cos a, [1,1] = cos g cos a
+    a = np.arcsin(np.clip(r[2, 1], -1.0, 1.0))
+    b = np.arctan2(-r[2, 0], r[2, 2])
+    g = np.arctan2(-r[0, 1], r[1, 1])
     yaw, pitch, roll = np.degrees([-b, a, -g])
     return float(yaw), float(pitch), float(roll)
 
