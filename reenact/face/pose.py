@@ -67,7 +67,8 @@ def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
 def angles_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees from R = Rz(-roll) Rx(pitch) Ry(-yaw)."""
     r = np.asarray(rotation, dtype=np.float64)
-    # Rz(g) Rx(a) Ry(b) has [2,1] = sin a, [2,0] = -cos a sin b, [2,2] = cos a cos b, [0,1] = -sin g cos a, [1,1] = cos g cos a
+    # Rz(g) Rx(a) Ry(b) has [2,1] = sin a, [2,0] = -cos a sin b, [2,2] = cos a cos b,
+    # [0,1] = -sin g cos a, [1,1] = cos g cos a
     a = np.arcsin(np.clip(r[2, 1], -1.0, 1.0))
     b = np.arctan2(-r[2, 0], r[2, 2])
     g = np.arctan2(-r[0, 1], r[1, 1])
