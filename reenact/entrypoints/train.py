@@ -96,6 +96,9 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         if stale and not trainer.interrupted:
             log.info("validating the final weights: training stopped between validation epochs")
             trainer.validate(task, datamodule=datamodule, verbose=False)
+            if task.precise_bn_batches:
+                # that validation recomputed the BatchNorm statistics: last.ckpt must hold the weights it measured
+                trainer.save_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if "val/l1" in metrics and metrics.get("val/l1_copy_source"):
         metrics["val/l1_ratio_to_copy_source"] = metrics["val/l1"] / metrics["val/l1_copy_source"]
