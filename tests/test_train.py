@@ -111,6 +111,32 @@ def test_final_weights_are_validated_when_training_stops_between_validation_epoc
     assert summary["metrics"]["val/l1"] == pytest.approx(metrics["val/l1"])
 
 
+def test_precise_batchnorm_averages_training_batches_and_last_checkpoint_holds_the_validated_statistics(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    overrides = ["trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2", "model.precise_bn_batches=2",
+                 "callbacks.reconstruction_visualizer.every_n_epochs=100"]
+    _, objects = run(train_config(tmp_path, cache_dir, overrides))
+    task = objects["task"]
+    # stopped between validation epochs: the final validation recomputed the statistics, and last.ckpt has them
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    buffers = {k: v for k, v in task.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+    assert buffers and all(torch.equal(saved[k], v) for k, v in buffers.items())
+
+    norm = next(m for m in task.network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    batch_means: list[torch.Tensor] = []
+    hook = norm.register_forward_pre_hook(lambda module, args: batch_means.append(args[0].float().mean((0, 2, 3))))
+    task.network.train()
+    assert task.recompute_batchnorm_statistics(2) == 2
+    hook.remove()
+    assert task.network.training  # restored
+    # FOMM's keypoint detector runs on source and driving: two inputs per batch reach this BatchNorm
+    assert len(batch_means) == norm.num_batches_tracked.item() == 4
+    torch.testing.assert_close(norm.running_mean, torch.stack(batch_means).mean(0), atol=1e-5, rtol=1e-4)
+    with pytest.raises(USER_ERRORS, match="precise_bn_batches"):
+        run(train_config(tmp_path / "bad", cache_dir, ["model.precise_bn_batches=-1"]))
+
+
 def test_loss_falls_when_overfitting_one_batch(tmp_path: Path, cache_dir: Path) -> None:
     run(
         train_config(
