@@ -51,6 +51,7 @@ RENAMES = (
 RELEASED_CONVENTION = (
     "model.network.warping_network.dense_motion_params.align_corners=false",
     "model.network.warped_skips=false",
+    "model.network.warping_network.estimate_occlusion_map=true",
 )
 
 
