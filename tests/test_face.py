@@ -87,12 +87,12 @@ def _model_landmarks(points_2d: np.ndarray) -> np.ndarray:
 
 
 def test_pose_angles_mean_what_the_synthetic_labels_mean() -> None:
-    from reenact.data.synthetic import _rotation  # y up, z towards the camera
+    from reenact.data.synthetic_scene import head_rotation  # y up, z towards the camera
 
     to_camera_axes = np.diag([1.0, -1.0, -1.0])  # OpenCV: y down, z away from the camera
     for angles in [(25.0, -10.0, 8.0), (-35.0, 15.0, -12.0), (5.0, 30.0, -20.0)]:
         rotation = rotation_from_angles(*angles)
-        np.testing.assert_allclose(rotation, to_camera_axes @ _rotation(*angles) @ to_camera_axes, atol=1e-12)
+        np.testing.assert_allclose(rotation, to_camera_axes @ head_rotation(*angles) @ to_camera_axes, atol=1e-12)
         assert angles_from_rotation(rotation) == pytest.approx(angles, abs=1e-9)
 
 

@@ -264,7 +264,7 @@ def test_keypoint_transform_hand_computed() -> None:
 
 
 def test_pose_labels_become_the_model_angles_that_turn_the_keypoints_as_the_head_turned() -> None:
-    from reenact.data.synthetic import _rotation  # the renderer's own head rotation (the labels' convention)
+    from reenact.data.synthetic_scene import head_rotation  # the renderer's own head rotation (the labels' convention)
 
     hand = pose_labels_to_model_angles(torch.tensor([[30.0, 0.0, 0.0], [0.0, 20.0, 0.0], [0.0, 0.0, 10.0]]))
     # +yaw (nose to image right) and +roll (counter-clockwise on screen) are negative in the model's y-down frame
@@ -275,7 +275,7 @@ def test_pose_labels_become_the_model_angles_that_turn_the_keypoints_as_the_head
     head = torch.randn(7, 3) * 0.3  # head-frame points, world axes: x right, y up, z towards the camera
     angles = pose_labels_to_model_angles(labels)
     for label, (yaw, pitch, roll) in zip(labels, angles, strict=True):
-        world = head.double() @ torch.from_numpy(_rotation(*label.tolist())).T  # rotated as the renderer does
+        world = head.double() @ torch.from_numpy(head_rotation(*label.tolist())).T  # rotated as the renderer does
         image_xy = world[:, :2] * torch.tensor([1.0, -1.0], dtype=torch.float64)  # u = X, v = -Y
         canonical = head * torch.tensor([1.0, -1.0, -1.0])  # the model's frame: y down, z into the screen
         rot = rotation_matrix(pitch.view(1), yaw.view(1), roll.view(1))

@@ -9,7 +9,7 @@ Camera: pinhole, focal length ``max(H, W)`` pixels, principal point at the image
 That is crude but pose angles are insensitive to it for face crops.
 
 Sign convention (degrees; all 0 for a frontal face looking into the camera), the same as the synthetic
-dataset's ground truth (``reenact.data.synthetic``) so ``{stem}.pose.npy`` files mean one thing:
+dataset's ground truth (``reenact.data.synthetic_scene``) so ``{stem}.pose.npy`` files mean one thing:
 
 - **yaw > 0**: the nose turns towards the image's right side (the subject's own left).
 - **pitch > 0**: the face tilts down (looking below the camera).

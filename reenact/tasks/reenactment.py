@@ -85,9 +85,7 @@ class ReenactmentTask(LightningModule):
             )
         if lr_schedule not in ("multistep", "cosine"):
             raise ValueError(f"model.lr_schedule: unknown schedule '{lr_schedule}' (expected 'multistep' or 'cosine')")
-        if lr_schedule_epochs is not None and (
-            isinstance(lr_schedule_epochs, bool) or not isinstance(lr_schedule_epochs, int) or lr_schedule_epochs < 1
-        ):
+        if lr_schedule_epochs is not None and not _is_int_at_least(lr_schedule_epochs, 1):
             raise ValueError(f"model.lr_schedule_epochs must be a positive integer or null, got {lr_schedule_epochs!r}")
         if gan_kind not in ("lsgan", "hinge"):
             raise ValueError(f"model.gan_kind: unknown GAN loss '{gan_kind}' (expected 'lsgan' or 'hinge')")
@@ -101,7 +99,7 @@ class ReenactmentTask(LightningModule):
         self.grad_clip_val = grad_clip_val
         self.grad_clip_algorithm = grad_clip_algorithm
         self.val_chunk_frames = val_chunk_frames
-        if isinstance(precise_bn_batches, bool) or not isinstance(precise_bn_batches, int) or precise_bn_batches < 0:
+        if not _is_int_at_least(precise_bn_batches, 0):
             raise ValueError(f"model.precise_bn_batches must be a non-negative integer, got {precise_bn_batches!r}")
         self.precise_bn_batches = precise_bn_batches
         self.init_from = init_from
@@ -352,3 +350,8 @@ class ReenactmentTask(LightningModule):
             "model_config": self.model_config,
             "data_config": self.data_config,
         }
+
+
+def _is_int_at_least(value: Any, minimum: int) -> bool:
+    """An int (not a bool, which is one in Python) no smaller than ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum

@@ -55,14 +55,14 @@ def rotation_matrix(pitch: torch.Tensor, yaw: torch.Tensor, roll: torch.Tensor) 
 def pose_labels_to_model_angles(labels: torch.Tensor) -> torch.Tensor:
     """Head-pose labels in reenact's file convention -> the same rotation as this model's angles; (B, 3) -> (B, 3).
 
-    Both are (yaw, pitch, roll) in degrees. The ``{stem}.pose.npy`` convention (``reenact.data.synthetic``,
+    Both are (yaw, pitch, roll) in degrees. The ``{stem}.pose.npy`` convention (``reenact.data.synthetic_scene``,
     ``reenact.face.pose``) has +yaw turning the nose to the image right, +pitch tilting the face down and +roll
     turning it counter-clockwise on screen, composed as Rz(roll) Rx(pitch) Ry(yaw) in a y-up, z-towards-camera
     frame. The model's keypoints live in a y-down, z-into-the-screen frame and compose Rz(roll) Ry(yaw) Rx(pitch),
     so the same head turn has the opposite yaw and roll and a different Euler order: this rebuilds the label's
     rotation in the model's frame, Rz(-roll) Rx(pitch) Ry(-yaw), and decomposes it as Rz Ry Rx (exact, not only
     the signs). Supervising the model's angles with the raw labels would teach it to turn the keypoints the wrong
-    way (measured: the head-pose loss then never fell below that of a constant guess).
+    way: over the synthetic pose distribution their rotation matrices then differ by 0.42 per entry on average.
     """
     if labels.dim() != 2 or labels.shape[-1] != 3:
         raise ValueError(f"pose_labels_to_model_angles: expected (B, 3) yaw, pitch, roll, got {tuple(labels.shape)}")
