@@ -24,8 +24,8 @@ import time
 import torch
 from hydra.utils import instantiate
 
-from reenact.animation.motion import select_keypoints
-from reenact.animation.pipeline import Animator, detect_keypoints, resolve_device
+from reenact.animation.pipeline import Animator, encode_frames, resolve_device
+from reenact.families.base import select_motion
 from reenact.utils.hydra_utils import compose_config
 
 PRESET_SIZES = {"fomm": 64, "liveportrait_small": 64, "fomm_vox256": 256, "liveportrait": 256}
@@ -48,10 +48,10 @@ def frames_per_second(network: torch.nn.Module, size: int, batch: int, frames: i
     source = torch.rand(3, size, size, generator=generator)
     driving = torch.rand(batch, 3, size, size, generator=generator).to(device)
     animator = Animator(network, source.to(device), precision)
-    reference = select_keypoints(animator.kp_source, 0)
+    reference = select_motion(animator.source_motion, 0)
 
     def one_batch(frames: torch.Tensor) -> None:
-        animator.render(detect_keypoints(network, frames, precision), reference, relative=True)
+        animator.render(encode_frames(network, frames, precision), reference, relative=True)
 
     # warm-up (allocator, lazy inits, CUDA kernels): a full batch on GPU; one frame is enough on CPU
     one_batch(driving if device.type == "cuda" else driving[:1])

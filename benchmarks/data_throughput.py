@@ -29,7 +29,8 @@ from reenact.data import video
 from reenact.data.augmentation import Augmentation
 from reenact.data.datasets import PairDataset
 from reenact.data.synthetic import ensure_synthetic_dataset
-from reenact.data.video import iter_frames, probe_video, write_frame_folder, write_video
+from reenact.data.video import iter_frames, probe_video
+from reenact.data.video_writer import write_frame_folder, write_video
 
 
 def build_variants(cache: Path, frames: int, clips: int, intervals: list[int]) -> dict[str, Path]:

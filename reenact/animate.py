@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reenact.animation.errors import AnimationInputError
 from reenact.utils.hydra_utils import CONFIG_DIR, VERSION_BASE
+from reenact.utils.messages import one_line
 
 log = logging.getLogger("reenact.animate")
 REQUIRED = ("ckpt_path", "source", "driving")
@@ -69,8 +70,13 @@ def run(cfg: DictConfig) -> list[Any]:
             raise AnimationInputError(f"{key} is required: python -m reenact.animate ckpt_path=CKPT source=IMAGE "
                                       f"driving=VIDEO output=OUT.mp4")
     family = cfg.get("model_family")
-    if family is not None and family not in ("fomm", "liveportrait"):
-        raise AnimationInputError(f"model_family={family!r}; choose fomm or liveportrait (or null)")
+    if family is not None:
+        from reenact.families.base import UnknownFamilyError, get_family
+
+        try:
+            get_family(str(family))
+        except UnknownFamilyError as exc:
+            raise AnimationInputError(f"model_family={family!r}: {exc}") from None
     options = options_from_config(cfg)
 
     from reenact.animation.video_job import animate_files
@@ -89,13 +95,6 @@ def run(cfg: DictConfig) -> list[Any]:
     return results
 
 
-def _one_line(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 @hydra.main(version_base=VERSION_BASE, config_path=str(CONFIG_DIR), config_name="animate")
 def main(cfg: DictConfig) -> None:
     from reenact.errors import USER_ERRORS
@@ -103,7 +102,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except (AnimationInputError, *USER_ERRORS) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -20,67 +20,35 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from torch import nn
 
-NETWORK_PREFIX = "network."
+from reenact.checkpoints import (
+    NETWORK_PREFIX,
+    CheckpointError,
+    checkpoint_metadata,
+    load_module_weights,
+    read_checkpoint,
+)
+from reenact.families.base import ReenactmentFamily, get_family
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or does not match the requested model (one-line message)."""
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path / "last.ckpt"
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and weights-only errors all mean "not a checkpoint we can read"
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not a reenact checkpoint (no 'state_dict')")
-    return checkpoint
-
-
-def network_state_dict(checkpoint: dict[str, Any], prefix: str = NETWORK_PREFIX) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-
-
-def load_module_weights(module: nn.Module, checkpoint: dict[str, Any], prefix: str, source: str) -> None:
-    """Fill ``module`` from the ``prefix`` entries of a checkpoint; any mismatch is one error listing the keys."""
-    state = network_state_dict(checkpoint, prefix)
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong_shape = [k for k, v in own.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong_shape:
-        raise CheckpointError(
-            f"checkpoint {source} does not match the model ({prefix}*): missing {missing[:8]}, "
-            f"unexpected {unexpected[:8]}, wrong shape {wrong_shape[:8]}"
-        )
-    module.load_state_dict(state, strict=True)
-
-
-def load_network_weights(network: nn.Module, path: str | Path) -> None:
-    """Fill ``network`` from a checkpoint's network weights; a mismatch lists the missing and unexpected keys."""
-    load_module_weights(network, read_checkpoint(path), NETWORK_PREFIX, str(path))
-
+__all__ = ["CheckpointError", "PretrainedModel", "load_pretrained", "read_checkpoint"]
 
 class PretrainedModel:
     """A trained network in eval mode with the two operations users need: reconstruct and animate."""
 
-    def __init__(self, network: nn.Module, frame_size: int, device: torch.device, config: dict[str, Any]) -> None:
+    def __init__(
+        self, network: ReenactmentFamily, frame_size: int, device: torch.device, config: dict[str, Any]
+    ) -> None:
         self.network = network.eval().to(device)
         self.frame_size = frame_size
         self.device = device
         self.config = config
-        self.family: str = getattr(network, "family", "unknown")
+        self.family: str = network.family
 
     @torch.no_grad()
     def reconstruct(self, source: torch.Tensor, driving: torch.Tensor) -> dict[str, Any]:
-        """source, driving: (B, 3, H, W) in [0, 1] -> dict with prediction, kp_source, kp_driving, deformation, ..."""
+        """source, driving: (B, 3, H, W) in [0, 1] -> the family's output: ``prediction`` (B, 3, H', W'),
+        ``motion_source``, ``motion_driving`` and, where the family has them, ``deformation``, ``occlusion_map``,
+        ``deformed`` (:class:`reenact.families.base.ModelOutput`)."""
         return self.network(source.to(self.device), driving.to(self.device))
 
     @torch.no_grad()
@@ -98,13 +66,13 @@ class PretrainedModel:
         """Drive one source image (3, H, W) with frames (T, 3, H, W), both in [0, 1] and already cropped;
         returns (T, 3, H', W') in [0, 1] on the CPU. Inputs of another size are resized to ``frame_size``.
 
-        relative: relative motion (FOMM's normalize_kp, LivePortrait's relative pose); False copies the
-        driving keypoints (FOMM) or the driving pose and expression (3D family). adapt_movement_scale:
-        FOMM only. reference_frame: ``"first"``, ``"best"`` (the driving frame whose pose is closest to the
+        relative: the family's relative motion transfer (FOMM's normalize_kp, LivePortrait's relative pose);
+        False uses the driving frames' motion as it is. adapt_movement_scale: where the family supports it
+        (FOMM). reference_frame: ``"first"``, ``"best"`` (the driving frame whose pose is closest to the
         source's) or a frame index. precision: ``"fp32"`` or ``"bf16"`` (autocast).
         """
         from reenact.animation.pipeline import animate_frames
-        from reenact.models.geometry import resize_to
+        from reenact.layers.geometry import resize_to
 
         size = (self.frame_size, self.frame_size)
         source = resize_to(source_image[None].to(self.device, torch.float32), size)[0]
@@ -113,34 +81,24 @@ class PretrainedModel:
                               reference_frame=reference_frame, precision=precision, progress=progress)
 
 
-def checkpoint_family(checkpoint: dict[str, Any]) -> str:
-    """The model family a checkpoint holds ("fomm", "liveportrait"), from its stored metadata."""
-    meta = checkpoint.get("reenact") or {}
-    family = meta.get("family")
-    if family:
-        return str(family)
-    target = str(((meta.get("model_config") or {}).get("network") or {}).get("_target_", ""))
-    if ".liveportrait." in target:
-        return "liveportrait"
-    return "fomm" if target.endswith("FirstOrderMotionModel") else "unknown"
-
-
 def load_pretrained(
     path: str | Path, device: str | torch.device = "cpu", expected_family: str | None = None
 ) -> PretrainedModel:
     """The network of a training checkpoint (a file or a run directory), in eval mode on ``device``
-    (``"auto"``: CUDA when available). ``expected_family`` ("fomm" or "liveportrait") makes a checkpoint
-    of another family fail with a one-line :class:`CheckpointError` before anything is built."""
+    (``"auto"``: CUDA when available). ``expected_family`` (a registered family name) makes a checkpoint
+    of another family fail with a one-line :class:`CheckpointError` before anything is built, as does any
+    checkpoint :func:`read_checkpoint` refuses (missing, empty, truncated, holding code or NaN/inf tensors)."""
     checkpoint = read_checkpoint(path)
-    meta = checkpoint.get("reenact") or {}
-    model_config = meta.get("model_config")
-    if not model_config or "network" not in model_config:
-        raise CheckpointError(f"{path} has no stored model config; was it written by reenact's train.py?")
-    family = checkpoint_family(checkpoint)
+    meta = checkpoint_metadata(checkpoint, path)
+    model_config, family = meta["model_config"], str(meta["family"])
     if expected_family is not None and family != expected_family:
         raise CheckpointError(f"checkpoint {path} holds a {family!r} model, not the requested {expected_family!r}")
     network = instantiate(OmegaConf.create(model_config["network"]))
-    load_network_weights(network, path)
+    if not isinstance(network, ReenactmentFamily) or network.family != family:
+        raise CheckpointError(f"checkpoint {path} says family {family!r} but its network config builds "
+                              f"{type(network).__qualname__}")
+    get_family(family)  # registered (instantiating the network imported its module)
+    load_module_weights(network, checkpoint, NETWORK_PREFIX, str(path))  # the checkpoint already read, not again
     data_config = meta.get("data_config") or {}
     frame_size = int(data_config.get("frame_size", 256))
     if str(device) == "auto":

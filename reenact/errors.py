@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from reenact.api import CheckpointError
+from reenact.checkpoints import CheckpointError
 from reenact.utils.config_check import ConfigError
+from reenact.utils.finite import NonFiniteError
 
 
 def _optional(module: str, name: str) -> tuple[type[BaseException], ...]:
@@ -17,6 +18,7 @@ def _optional(module: str, name: str) -> tuple[type[BaseException], ...]:
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     CheckpointError,
+    NonFiniteError,  # a diverged run: named in one line, the last finite checkpoint kept
     FileNotFoundError,
     *_optional("reenact.data.datasets", "DatasetError"),
     *_optional("reenact.data.video", "VideoError"),

@@ -7,8 +7,10 @@
 Every run prints a table and writes ``metrics.json`` (overall and per-video values, frame counts, the
 metric backends and their versions) into its output directory. Reconstruction runs also report the
 copy-source baseline (frame 0 shown for every frame): ``baselines.copy_source`` and, per video,
-``copy_source``. Bad input (a missing folder, no videos, an unreadable video, an unavailable metric
-backend) is reported as one line with exit code 2.
+``copy_source``. Bad input (a missing folder, no videos, an unreadable checkpoint, an unavailable metric
+backend) is reported as one line with exit code 2. A prediction or ground-truth video that cannot be decoded
+is skipped, counted (``counts.unreadable_videos``), listed with its reason (``inputs.unreadable``) and logged in
+one line; the other videos keep their scores.
 ``evaluate(cfg)`` holds the logic so tests can call it without Hydra's ``main``.
 """
 
@@ -27,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from reenact.metrics.sources import EvaluationInputError
 from reenact.utils.config_check import check_instantiable
 from reenact.utils.hydra_utils import CONFIG_DIR, VERSION_BASE
+from reenact.utils.messages import first_line, one_line
 
 log = logging.getLogger("reenact.evaluate")
 
@@ -78,7 +81,7 @@ def build_suite(cfg: DictConfig, mode: str) -> Any:
     try:
         return instantiate(cfg.metrics, names=names)
     except Exception as exc:  # an unavailable backend (package, weights) or a wrong setting
-        raise EvaluationInputError(f"metrics: {_root_cause(exc)}") from None
+        raise EvaluationInputError(f"metrics: {one_line(exc, with_type=True)}") from None
 
 
 def resolve_test_folder(cfg: DictConfig) -> Path:
@@ -163,6 +166,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     summary = suite.summary()
     if "baselines" in inputs:
         summary["baselines"] = inputs.pop("baselines")
+    if "unreadable" in inputs:  # directories mode: the other videos' scores stand, the skipped ones are counted
+        summary["counts"]["unreadable_videos"] = len(inputs["unreadable"])
+    unreadable = inputs.get("unreadable") or {}
+    if unreadable:
+        log.warning(
+            "skipped %d unreadable video(s), scored the other %d (see inputs.unreadable in metrics.json): %s",
+            len(unreadable), len(suite.per_video), "; ".join(list(unreadable.values())[:3])
+            + (" ..." if len(unreadable) > 3 else ""),
+        )
     output_dir = Path(cfg.output_dir)
     payload = {
         "protocol": mode,
@@ -219,13 +231,6 @@ def _plain_config(cfg: DictConfig) -> dict[str, Any]:
         return OmegaConf.to_container(OmegaConf.create(container), resolve=False)
 
 
-def _root_cause(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
-
-
 @hydra.main(version_base=VERSION_BASE, config_path=str(CONFIG_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from reenact.errors import USER_ERRORS
@@ -233,10 +238,8 @@ def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
     except (EvaluationInputError, *USER_ERRORS) as exc:
-        print(
-            f"error: {_root_cause(exc) if not isinstance(exc, EvaluationInputError) else exc}",
-            file=sys.stderr,
-        )
+        message = first_line(exc) if isinstance(exc, EvaluationInputError) else one_line(exc, with_type=True)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

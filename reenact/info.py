@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from torch import nn
 
 from reenact.utils.config_check import ConfigError, check_instantiable
@@ -20,25 +20,20 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def parameter_table(overrides: Sequence[str]) -> list[tuple[str, str, int]]:
-    """Rows (name, class, parameters): each network, its dense motion network, the discriminator and the total."""
+    """Rows (name, class, parameters): the networks the family reports, the discriminator and the total trained."""
     cfg = compose_config("train", overrides)
     check_instantiable(cfg.model, "model")
     network = instantiate(cfg.model.network)
-    rows: list[tuple[str, str, int]] = []
-    total = 0
-    for name, child in network.named_children():
-        count = count_parameters(child)
-        total += count
-        rows.append((name, type(child).__name__, count))
-        for sub_name, sub in child.named_children():
-            if "dense_motion" in sub_name:
-                rows.append((f"{name}.{sub_name}", type(sub).__name__, count_parameters(sub)))
+    rows = [(name, type(module).__name__, count_parameters(module)) for name, module in network.parameter_report()]
+    total = count_parameters(network)
     if cfg.model.get("discriminator") is not None:
         discriminator = instantiate(cfg.model.discriminator)
         discriminator = discriminator() if not isinstance(discriminator, nn.Module) else discriminator
         count = count_parameters(discriminator)
-        built = cfg.model.get("generator_gan", 0) > 0
-        rows.append(("discriminator" + ("" if built else " (not built: generator_gan=0)"),
+        # built only when a loss term trains against it (the objective's terms say so without building VGG)
+        terms = cfg.model.get("objective", {}).get("terms") or {}
+        built = any(term is not None and get_class(term._target_).uses_discriminator for term in terms.values())
+        rows.append(("discriminator" + ("" if built else " (not built: no adversarial loss term)"),
                      type(discriminator).__name__, count))
         if built:
             total += count
@@ -48,6 +43,9 @@ def parameter_table(overrides: Sequence[str]) -> list[tuple[str, str, int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     overrides = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(overrides):
+        print(__doc__.strip())
+        return 0
     try:
         rows = parameter_table(overrides)
     except ConfigError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import sys
@@ -19,19 +20,15 @@ from reenact.animation.cropping import (
     square_crop_box,
 )
 from reenact.animation.errors import NoFaceError
-from reenact.animation.motion import (
-    best_reference_frame,
-    closest_constellation,
-    liveportrait_keypoints,
-    select_keypoints,
-    transfer_motion,
-)
-from reenact.animation.pipeline import Animator, detect_driving
+from reenact.animation.pipeline import Animator, choose_reference, encode_driving
 from reenact.api import CheckpointError, load_pretrained
-from reenact.data.video import VideoError, probe_video, read_frames, write_video
+from reenact.data.video import VideoError, probe_video, read_frames
+from reenact.data.video_writer import write_video
 from reenact.face import face_crop_box
-from reenact.models.geometry import make_coordinate_grid
-from reenact.models.liveportrait.keypoint_transform import motion_to_keypoints, rotation_matrix
+from reenact.families.base import ReenactmentFamily, select_motion
+from reenact.families.liveportrait.keypoint_transform import motion_to_keypoints, rotation_matrix
+from reenact.layers.geometry import make_coordinate_grid
+from reenact.utils.constellation import closest_constellation
 from reenact.utils.hydra_utils import compose_config
 from tests.helpers.configs import train_config
 
@@ -58,6 +55,23 @@ def liveportrait_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        ["model=liveportrait_small"])
 
 
+@functools.cache
+def family_network(preset: str) -> ReenactmentFamily:
+    """An untrained network of a CPU preset: motion transfer and reference choice are the family's arithmetic."""
+    from hydra.utils import instantiate
+
+    cfg = compose_config("train", [f"model={preset}", "paths.root_dir=/tmp", "paths.output_dir=/tmp"])
+    return instantiate(cfg.model.network).eval()
+
+
+def fomm() -> ReenactmentFamily:
+    return family_network("fomm")
+
+
+def liveportrait() -> ReenactmentFamily:
+    return family_network("liveportrait_small")
+
+
 def animate(ckpt: Path, source: Path, driving: Path, output: Path, *overrides: str) -> list:
     from reenact.animate import run
 
@@ -79,11 +93,11 @@ def test_fomm_relative_motion_moves_source_by_driving_displacement() -> None:
     delta = 0.05 * torch.randn(1, 10, 2, generator=g)
     driving = {"value": torch.cat([reference["value"], reference["value"] + delta]),
                "jacobian": torch.cat([reference["jacobian"], reference["jacobian"]])}
-    moved = transfer_motion("fomm", source, driving, reference, relative=True)
+    moved = fomm().transfer_motion(source, driving, reference, relative=True)
     torch.testing.assert_close(moved["value"][0], source["value"][0])  # no motion yet: the source itself
     torch.testing.assert_close(moved["value"][1], source["value"][0] + delta[0])
     torch.testing.assert_close(moved["jacobian"], source["jacobian"].expand(2, -1, -1, -1), atol=1e-5, rtol=1e-5)
-    absolute = transfer_motion("fomm", source, driving, reference, relative=False)
+    absolute = fomm().transfer_motion(source, driving, reference, relative=False)
     torch.testing.assert_close(absolute["value"], driving["value"])
 
 
@@ -93,7 +107,7 @@ def test_fomm_adapt_movement_scale_uses_hull_size_ratio() -> None:
     source = {"value": reference["value"] * 2.0, "jacobian": reference["jacobian"]}  # hull area x4 -> scale 2
     delta = torch.full((1, 10, 2), 0.01)
     driving = {"value": reference["value"] + delta, "jacobian": reference["jacobian"]}
-    moved = transfer_motion("fomm", source, driving, reference, relative=True, adapt_movement_scale=True)
+    moved = fomm().transfer_motion(source, driving, reference, relative=True, adapt_movement_scale=True)
     torch.testing.assert_close(moved["value"], source["value"] + 2.0 * delta)
 
 
@@ -108,17 +122,17 @@ def _motion(pitch: float, yaw: float, roll: float, scale: float, shift: float, s
 
 def test_liveportrait_relative_motion_composes_pose_expression_scale_and_translation() -> None:
     source, reference = _motion(0, 20, 0, 1.2, 0.1, seed=0), _motion(0, 5, 0, 0.8, 0.0, seed=1)
-    same = liveportrait_keypoints(source, reference, reference, relative=True)
+    same = liveportrait().transfer_motion(source, reference, reference, relative=True)
     # the reference frame itself leaves the source as it is (t_z aside, which the transform ignores)
     torch.testing.assert_close(same["value"], source["value"], atol=1e-5, rtol=1e-5)
     driving = _motion(0, 35, 0, 1.0, 0.05, seed=2)
-    moved = liveportrait_keypoints(source, driving, reference, relative=True)
+    moved = liveportrait().transfer_motion(source, driving, reference, relative=True)
     torch.testing.assert_close(moved["rotation"], rotation_matrix(torch.zeros(1), torch.tensor([50.0]), torch.zeros(1)),
                                atol=1e-5, rtol=1e-5)  # yaw 20 + (35 - 5)
     torch.testing.assert_close(moved["scale"], torch.tensor([[1.2 * 1.0 / 0.8]]))
     torch.testing.assert_close(moved["exp"], source["exp"] + driving["exp"] - reference["exp"])
     torch.testing.assert_close(moved["t"][:, :2], torch.tensor([[0.15, -0.15]]))
-    absolute = liveportrait_keypoints(source, driving, reference, relative=False)
+    absolute = liveportrait().transfer_motion(source, driving, reference, relative=False)
     expected = motion_to_keypoints(driving, kp_canonical=source["kp_canonical"])["value"]
     torch.testing.assert_close(absolute["value"], expected)
 
@@ -128,7 +142,7 @@ def test_liveportrait_relative_rotation_turns_about_the_heads_own_axes() -> None
     # in the head's frame, i.e. rot_s @ rot_delta in column-vector form, transposed in the model's convention
     source, reference = _motion(0, 40, 0, 1.0, 0.0, seed=0), _motion(0, 0, 0, 1.0, 0.0, seed=1)
     driving = _motion(15, 0, 0, 1.0, 0.0, seed=2)
-    moved = liveportrait_keypoints(source, driving, reference, relative=True)
+    moved = liveportrait().transfer_motion(source, driving, reference, relative=True)
     column = rotation_matrix(*(torch.tensor([a]) for a in (0.0, 40.0, 0.0))).mT @ \
         rotation_matrix(*(torch.tensor([a]) for a in (15.0, 0.0, 0.0))).mT
     torch.testing.assert_close(moved["rotation"], column.mT, atol=1e-6, rtol=1e-6)
@@ -138,10 +152,10 @@ def test_best_reference_frame_is_the_closest_pose() -> None:
     g = torch.Generator().manual_seed(3)
     driving = _fomm_kp(5, g)
     source = {"value": driving["value"][3:4] * 1.7 + 0.1}  # same constellation, other size and place
-    assert best_reference_frame("fomm", source, driving) == 3
+    assert fomm().best_reference_frame(source, driving) == 3
     poses = [_motion(p, y, r, 1.0, 0.0, seed=i) for i, (p, y, r) in enumerate([(0, 0, 0), (5, 30, 0), (0, -20, 5)])]
     all_poses = {k: torch.cat([m[k] for m in poses]) for k in poses[0]}
-    assert best_reference_frame("liveportrait", _motion(0, -25, 0, 1.0, 0.0, seed=9), all_poses) == 2
+    assert liveportrait().best_reference_frame(_motion(0, -25, 0, 1.0, 0.0, seed=9), all_poses) == 2
     points = np.random.default_rng(0).random((4, 68, 2))
     points[1] = np.nan  # a frame without a face never wins
     assert closest_constellation(points[1 - 1] * 3.0, points) == 0
@@ -198,8 +212,8 @@ def test_reconstruct_with_equal_keypoints_is_the_identity_deformation(
     assert model.family == family and model.frame_size == 64
     frames = torch.rand(2, 3, 64, 64)
     out = model.reconstruct(frames, frames)
-    assert {"prediction", "kp_source", "kp_driving", "deformation", "occlusion_map"} <= set(out)
-    torch.testing.assert_close(out["kp_driving"]["value"], out["kp_source"]["value"])
+    assert {"prediction", "motion_source", "motion_driving", "deformation", "occlusion_map"} <= set(out)
+    torch.testing.assert_close(out["motion_driving"]["value"], out["motion_source"]["value"])
     deformation = out["deformation"]  # (B, h, w, 2) or (B, D, h, w, 3)
     identity = make_coordinate_grid(tuple(deformation.shape[1:-1])).expand_as(deformation)
     torch.testing.assert_close(deformation, identity, atol=1e-5, rtol=0)
@@ -230,10 +244,14 @@ def test_animate_relative_starts_at_the_source_and_batches_consistently(
         assert difference.mean() < 0.03 and difference.max() < 0.25, (difference.mean(), difference.max())
     # with frame 2 as the reference, the generator gets the source's own keypoints for frame 2
     animator = Animator(model.network, source)
-    kp_all = detect_driving(model.network, [driving])
-    kp_new = animator.render(kp_all, select_keypoints(kp_all, 2))["kp_new"]["value"]
-    torch.testing.assert_close(kp_new[2], animator.kp_source["value"][0], atol=1e-5, rtol=1e-5)
-    assert (kp_new[1] - kp_all["value"][1]).abs().max() > 1e-4  # relative: not the driving keypoints
+    motion_all = encode_driving(model.network, [driving])
+    reference = choose_reference(model.network, animator.source_motion, motion_all, 2)
+    assert reference == 2
+    rendered = animator.render(motion_all, select_motion(motion_all, reference))
+    assert rendered["prediction"].shape == (5, 3, 64, 64)
+    moved = rendered["motion"]["value"]
+    torch.testing.assert_close(moved[2], animator.source_motion["value"][0], atol=1e-5, rtol=1e-5)
+    assert (moved[1] - motion_all["value"][1]).abs().max() > 1e-4  # relative: not the driving keypoints
 
 
 def test_checkpoint_of_another_family_is_a_one_line_error(fomm_ckpt: Path) -> None:
@@ -333,7 +351,7 @@ def test_unreadable_video_and_wrong_family_are_one_line_cli_errors(faces_dir: Pa
                                                                    tmp_path: Path) -> None:
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video")
-    with pytest.raises(VideoError, match="corrupt or unreadable video: .*broken.mp4"):
+    with pytest.raises(VideoError, match=r"driving video .*broken\.mp4 cannot be decoded \("):
         animate(fomm_ckpt, faces_dir / "s0.jpg", broken, tmp_path / "out.mp4")
     command = [sys.executable, "-m", "reenact.animate", f"ckpt_path={fomm_ckpt}", f"source={faces_dir / 's0.jpg'}",
                f"driving={faces_dir / 'd0.mp4'}", f"output={tmp_path / 'x.mp4'}", "model_family=liveportrait",

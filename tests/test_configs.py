@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from reenact.entrypoints.train import validate
 from reenact.info import parameter_table
-from reenact.utils.config_check import ConfigError, check_instantiable
+from reenact.utils.config_check import ConfigError, check_instantiable, check_key
 from reenact.utils.hydra_utils import CONFIG_DIR, compose_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +23,8 @@ def test_default_config_instantiates_every_group() -> None:
     for group in ("data", "model", "trainer", "callbacks", "logger"):
         check_instantiable(cfg[group], group)
     task = instantiate(cfg.model)
-    assert task.discriminator is None, "generator_gan=0 must not build a discriminator"
+    assert not task.objective.uses_discriminator
+    assert task.discriminator is None, "no adversarial term is listed: no discriminator may be built"
     assert task.optimizer_names == ["kp_detector", "generator"]
 
 
@@ -38,8 +39,12 @@ def test_experiments_compose(experiment: str) -> None:
 def test_adversarial_stage_builds_keypoint_conditioned_discriminator() -> None:
     cfg = compose_config("train", ["experiment=vox256_fomm_adv", "model.init_from=x", "paths.root_dir=/tmp",
                                     "paths.output_dir=/tmp/o", "data.root=/d"])
-    assert cfg.model.generator_gan == 1.0 and cfg.model.discriminator.use_kp and not cfg.model.discriminator.sn
-    assert list(cfg.model.lr_milestones) == [] and cfg.trainer.max_epochs == 50
+    terms = cfg.model.objective.terms
+    assert terms.generator_gan._target_ == "reenact.losses.adversarial.GeneratorAdversarial"
+    assert terms.generator_gan.weight == 1.0
+    assert terms.feature_matching._target_ == "reenact.losses.adversarial.FeatureMatching"
+    assert cfg.model.discriminator.use_kp and not cfg.model.discriminator.sn
+    assert cfg.model.scheduler.kind == "constant" and cfg.trainer.max_epochs == 50  # no learning-rate drops
 
 
 def test_vox256_parameter_counts_equal_the_original_release() -> None:
@@ -58,10 +63,15 @@ def test_unknown_key_in_a_config_names_the_key() -> None:
 
 def test_wrong_type_names_the_key() -> None:
     cfg = compose_config("train", ["model.network.kp_detector.num_kp=ten"])
+    # the key as typed (what the CLI checks first) ...
     with pytest.raises(ConfigError, match=r"model.network.kp_detector.num_kp: expected int, got 'ten'"):
+        check_key(cfg, "model.network.kp_detector.num_kp")
+    # ... and the whole tree, where the first node to read the value (maybe one interpolating it) is named
+    with pytest.raises(ConfigError, match=r"model\.(network\.kp_detector|discriminator)\.num_kp: expected int, "
+                                          r"got 'ten'"):
         check_instantiable(cfg.model, "model")
-    cfg = compose_config("train", ["model.objective.equivariance_value=[1,2]"])
-    with pytest.raises(ConfigError, match=r"equivariance_value: expected float"):
+    cfg = compose_config("train", ["model.objective.terms.equivariance_value.weight=[1,2]"])
+    with pytest.raises(ConfigError, match=r"model.objective.terms.equivariance_value.weight: expected float"):
         check_instantiable(cfg.model, "model")
 
 

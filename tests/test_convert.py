@@ -1,7 +1,7 @@
 """Importing official FOMM / LivePortrait weights (python -m reenact.convert).
 
 The official files cannot be downloaded here, so the fixtures below write state dicts in the official key layout
-(enumerated from the architecture descriptions in ../shared/reference, not from our modules; their parameter
+(enumerated from the original releases' architecture descriptions, not from our modules; their parameter
 counts must equal the reference counts) with random values. The tests check that every key maps and every
 tensor of our model is filled and matters, that bad files fail with one clear error, that the conventions which
 decide the outputs (58-grid soft-argmax, first-order motion, bin offset, transposed rotation, t_z = 0, legacy
@@ -10,26 +10,26 @@ grid sampling, spectral norm) hold through a conversion, and that a converted FO
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from reenact.api import load_pretrained, read_checkpoint
 from reenact.convert import ConversionError, convert_fomm, convert_liveportrait
 from reenact.convert.__main__ import main as convert_cli
-from reenact.convert.fomm import convert_fomm_object
+from reenact.families.fomm.convert import convert_fomm_object
 from reenact.convert.keymap import SPECTRAL_NORM_RENAMES, ConversionReport, convert_state
-from reenact.convert.liveportrait import convert_liveportrait_states
+from reenact.families.liveportrait.convert import convert_liveportrait_states
+from reenact.convert.sources import load_state_file
 from reenact.entrypoints.train import run
-from reenact.models.geometry import make_coordinate_grid
-from reenact.models.liveportrait.warping_network import WarpingNetwork
+from reenact.layers.geometry import make_coordinate_grid
+from reenact.families.liveportrait.warping_network import WarpingNetwork
 from reenact.utils.hydra_utils import compose_config, to_plain
 from tests.helpers.configs import train_config
 
@@ -254,19 +254,6 @@ def ours(key: str) -> str:
     return key
 
 
-def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    names = {torch.float32: "F32", torch.int64: "I64"}
-    header, blobs, offset = {}, [], 0
-    for name, t in tensors.items():
-        data = t.contiguous().numpy().tobytes()
-        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header).encode()
-    head += b" " * (-len(head) % 8)
-    path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
-
-
 def liveportrait_folder(
     folder: Path, preset: str = "liveportrait_small", edit: Callable[[dict], None] | None = None
 ) -> dict[str, dict]:
@@ -278,7 +265,7 @@ def liveportrait_folder(
     folder.mkdir(parents=True, exist_ok=True)
     for stem, state in states.items():
         if stem == "warping_module":  # one file as .safetensors, as community re-uploads ship them
-            write_safetensors(folder / f"{stem}.safetensors", state)
+            save_file(state, folder / f"{stem}.safetensors")
         else:
             torch.save(state, folder / f"{stem}.pth")
     return states
@@ -453,7 +440,39 @@ def test_bad_files_fail_with_one_clear_error(tmp_path: Path, capsys: pytest.Capt
     assert err.startswith("error: ") and "spade_generator{.pth,.safetensors}" in err and "\n" not in err
     torch.save({"net": nn.Linear(2, 2)}, tmp_path / "pickled.pth")  # code, not data: refused
     assert convert_cli(["fomm", str(tmp_path / "pickled.pth"), str(tmp_path / "y.ckpt")]) == 2
-    assert "weights-only" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot read ") and "pickled.pth" in err and "\n" not in err
+    assert "refuses to unpickle code" in err and "weights_only=True" in err
+
+
+def test_unreadable_safetensors_fail_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "lp"
+    states = liveportrait_folder(folder)
+    good = folder / "warping_module.safetensors"
+    assert all(torch.equal(t, states["warping_module"][k]) for k, t in load_state_file(good).items())
+    valid = good.read_bytes()
+    torch.save(states["warping_module"], tmp_path / "state.pth")
+    header = b"{not json"
+    bad = {
+        "empty": b"",
+        "truncated": valid[: len(valid) - 100],
+        "pickle": (tmp_path / "state.pth").read_bytes(),
+        "bad_header": len(header).to_bytes(8, "little") + header,
+    }
+    for name, data in bad.items():
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(data)
+        with pytest.raises(ConversionError, match=r"cannot read .* as a safetensors file: ") as error:
+            load_state_file(path)
+        assert str(path) in str(error.value) and "\n" not in str(error.value), name
+    with pytest.raises(ConversionError, match="file not found"):
+        load_state_file(tmp_path / "absent.safetensors")
+
+    good.write_bytes(bad["truncated"])
+    assert convert_cli(["liveportrait", str(folder), str(tmp_path / "x.ckpt"), "--preset", "liveportrait_small"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot read ") and "warping_module.safetensors" in err and "\n" not in err
+    assert not (tmp_path / "x.ckpt").exists()
 
 
 def test_discriminator_variant_is_read_from_the_file() -> None:
@@ -532,7 +551,7 @@ def test_fomm_keypoints_jacobians_deformation_and_occlusion_hand_computed() -> N
         features[0, i, r + 3, c + 3] = 1.0
     net.kp_detector.predictor = FixedFeatures(features)
     with torch.no_grad():
-        kp = net.detect(torch.rand(1, 3, 256, 256))
+        kp = net.encode_motion(torch.rand(1, 3, 256, 256))
     assert kp["heatmap"].shape == (1, k, 58, 58)
     e = math.exp(logit / 0.1)  # temperature 0.1; every other cell has logit 0 and the grid sums to 0
     for i, (r, c) in enumerate(peaks):
@@ -546,7 +565,7 @@ def test_fomm_keypoints_jacobians_deformation_and_occlusion_hand_computed() -> N
     kp_d["value"][0, 3], kp_d["jacobian"][0, 3] = torch.tensor([0.2, -0.1]), torch.tensor([[2.0, 0], [0, 1]])
     kp_s["value"][0, 3], kp_s["jacobian"][0, 3] = torch.tensor([-0.3, 0.4]), torch.tensor([[1.0, 1], [0, 1]])
     with torch.no_grad():
-        out = net.generate(torch.rand(1, 3, 256, 256), kp_source=kp_s, kp_driving=kp_d)
+        out = net.render(torch.rand(1, 3, 256, 256), source_motion=kp_s, driving_motion=kp_d)
     deformation = out["deformation"][0]  # (64, 64, 2), (x, y)
     # z -> kp_s + J_s J_d^-1 (z - kp_d) with J_s J_d^-1 = [[0.5, 1], [0, 1]]
     torch.testing.assert_close(deformation[0, 0], torch.tensor([-1.8, -0.5]), atol=1e-6, rtol=0)  # z = (-1, -1)
@@ -575,7 +594,7 @@ def test_liveportrait_keypoint_transform_through_converted_heads(tmp_path: Path)
     convert_liveportrait(tmp_path, tmp_path / "lp.ckpt", preset="liveportrait_small")
     net = load_pretrained(tmp_path / "lp.ckpt").network
     with torch.no_grad():
-        kp = net.detect(torch.rand(2, 3, 64, 64))
+        kp = net.encode_motion(torch.rand(2, 3, 64, 64))
     torch.testing.assert_close(torch.stack([kp["pitch"], kp["yaw"], kp["roll"]], 1),
                                torch.tensor([[0.0, 90.0, 90.0]] * 2), atol=1e-4, rtol=0)
     # Rz(90) Ry(90) takes (a, b, c) to (-b, c, -a): (-0.2, 0.3, -0.1); + exp, * 1.5, + (0.1, -0.2, 0)

@@ -23,7 +23,7 @@ from reenact.data.synthetic import (
     ensure_synthetic_dataset,
     render_frame,
 )
-from reenact.data.video import write_frame_folder, write_video
+from reenact.data.video_writer import write_frame_folder, write_video
 
 SPEC = dict(resolution=64, num_train_identities=3, num_test_identities=2, clips_per_identity=2, num_frames=12)
 NO_AUGMENTATION = Augmentation(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)

@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from reenact.data.video import read_frames, write_video
+from reenact.data.video import read_frames
+from reenact.data.video_writer import write_video
 from reenact.evaluate import evaluate
 from reenact.metrics.sources import EvaluationInputError, video_name
 from reenact.utils.config_check import ConfigError

@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from reenact.models.dense_motion import DenseMotionNetwork, inverse_2x2
-from reenact.models.discriminator import Discriminator, MultiScaleDiscriminator
-from reenact.models.fomm import FirstOrderMotionModel
-from reenact.models.generator import OcclusionAwareGenerator
-from reenact.models.geometry import make_coordinate_grid, warp_and_mask
-from reenact.models.keypoint_detector import KPDetector
-from reenact.models.relative_motion import normalize_kp
+from reenact.families.fomm.dense_motion import DenseMotionNetwork, inverse_2x2
+from reenact.families.fomm.generator import OcclusionAwareGenerator
+from reenact.families.fomm.keypoint_detector import KPDetector
+from reenact.families.fomm.model import FirstOrderMotionModel
+from reenact.families.fomm.relative_motion import normalize_kp
+from reenact.layers.discriminator import Discriminator, MultiScaleDiscriminator
+from reenact.layers.geometry import make_coordinate_grid, warp_and_mask
 from tests.helpers.fitting import final_l1_after_fitting
 
 K = 10
@@ -138,9 +138,9 @@ def test_fomm_output_shapes_at_64() -> None:
     assert out["mask"].shape == (2, K + 1, 32, 32)
     torch.testing.assert_close(out["mask"].sum(1), torch.ones(2, 32, 32))
     assert out["sparse_deformed"].shape == (2, K + 1, 3, 32, 32)
-    for name in ("kp_source", "kp_driving"):
+    for name in ("motion_source", "motion_driving"):
         assert out[name]["value"].shape == (2, K, 2) and out[name]["jacobian"].shape == (2, K, 2, 2)
-    assert model.keypoints_2d(out["kp_source"]).shape == (2, K, 2)
+    assert model.keypoints_2d(out["motion_source"]).shape == (2, K, 2)
     assert model.family == "fomm"
     groups = model.optimizer_groups()
     assert set(groups) == {"kp_detector", "generator"}

@@ -10,8 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from reenact.models.geometry import make_coordinate_grid, warp_and_mask
-from reenact.models.liveportrait import (
+from reenact.families.liveportrait import (
     AppearanceFeatureExtractor,
     DenseMotionParams,
     LivePortraitModel,
@@ -19,12 +18,16 @@ from reenact.models.liveportrait import (
     SPADEDecoder,
     WarpingNetwork,
 )
-from reenact.models.liveportrait.keypoint_transform import (
+from reenact.families.liveportrait.keypoint_transform import (
     bins_to_degrees,
     pose_labels_to_model_angles,
     rotation_matrix,
     transform_keypoints,
 )
+from reenact.families.liveportrait.losses import HeadPose
+from reenact.layers.geometry import make_coordinate_grid, warp_and_mask
+from reenact.losses.photometric import WarpedSourceL1
+from reenact.losses.terms import LossContext, Objective
 from tests.helpers.fitting import final_l1_after_fitting
 
 SMALL_KP = 10
@@ -284,17 +287,14 @@ def test_pose_labels_become_the_model_angles_that_turn_the_keypoints_as_the_head
 
 
 def test_head_pose_term_compares_the_model_angles_with_converted_labels() -> None:
-    from reenact.losses.objective import ReenactmentObjective
-
-    objective = ReenactmentObjective(perceptual_weights=[0, 0, 0, 0, 0], equivariance_value=0.0,
-                                     equivariance_jacobian=0.0, head_pose=1.0)
+    objective = Objective(terms={"head_pose": HeadPose(weight=1.0)})
     labels = torch.tensor([[20.0, 5.0, 8.0], [-10.0, -3.0, 0.0]])
 
     def head_pose_losses(angles: torch.Tensor) -> list[float]:
         kp = {"yaw": angles[:, 0], "pitch": angles[:, 1], "roll": angles[:, 2]}
         batch = {"driving": torch.rand(2, 3, 8, 8), "source_pose": labels, "driving_pose": labels}
-        losses = objective(small_model(), batch, {"prediction": torch.rand(2, 3, 8, 8), "kp_source": kp,
-                                                   "kp_driving": kp})[0]
+        output = {"prediction": torch.rand(2, 3, 8, 8), "motion_source": kp, "motion_driving": kp}
+        losses = objective(LossContext(small_model(), batch, output))
         return [losses["head_pose_source"].item(), losses["head_pose_driving"].item()]
 
     assert head_pose_losses(pose_labels_to_model_angles(labels)) == pytest.approx([0.0, 0.0], abs=1e-4)
@@ -364,26 +364,26 @@ def test_model_forward_contract() -> None:
     source, driving = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         out = model(source, driving)
-        kp_alone = model.detect(source)
+        kp_alone = model.encode_motion(source)
     assert model.family == "liveportrait"
     assert out["prediction"].shape == (2, 3, 64, 64)
     assert 0 <= out["prediction"].min() and out["prediction"].max() <= 1
     assert out["deformation"].shape == (2, 4, 16, 16, 3) and out["occlusion_map"].shape == (2, 1, 16, 16)
     assert out["deformed"].shape == (2, 3, 64, 64)
-    for kp in (out["kp_source"], out["kp_driving"]):
+    for kp in (out["motion_source"], out["motion_driving"]):
         assert kp["value"].shape == kp["kp_canonical"].shape == kp["exp"].shape == (2, SMALL_KP, 3)
         assert kp["pitch_bins"].shape == (2, 66) and kp["yaw"].shape == (2,) and kp["roll"].shape == (2,)
         assert kp["t"].shape == (2, 3) and kp["scale"].shape == (2, 1) and kp["rotation"].shape == (2, 3, 3)
         assert model.keypoints_2d(kp).shape == (2, SMALL_KP, 2)
     # one batched M call equals a separate one; the driving keypoints use the source's canonical keypoints
-    torch.testing.assert_close(out["kp_source"]["value"], kp_alone["value"], atol=1e-5, rtol=1e-4)
-    kp_d = out["kp_driving"]
+    torch.testing.assert_close(out["motion_source"]["value"], kp_alone["value"], atol=1e-5, rtol=1e-4)
+    kp_d = out["motion_driving"]
     expected = transform_keypoints(
-        out["kp_source"]["kp_canonical"], kp_d["rotation"], kp_d["exp"], kp_d["scale"], kp_d["t"]
+        out["motion_source"]["kp_canonical"], kp_d["rotation"], kp_d["exp"], kp_d["scale"], kp_d["t"]
     )
     torch.testing.assert_close(kp_d["value"], expected)
     with torch.no_grad():  # animating with unchanged keypoints reproduces the identity warp
-        same = model.generate(source, kp_alone, kp_alone["value"])
+        same = model.render(source, kp_alone, {"value": kp_alone["value"]})
     identity = make_coordinate_grid((4, 16, 16)).expand(2, -1, -1, -1, -1)
     torch.testing.assert_close(same["deformation"], identity, atol=1e-6, rtol=0)
     torch.testing.assert_close(same["deformed"], source, atol=1e-5, rtol=0)
@@ -426,7 +426,8 @@ def test_warped_skips_add_no_parameters_at_small_sizes_and_carry_detail_the_volu
     assert n_params(plain) == n_params(skips)
     images = torch.rand(4, 3, 64, 64)  # pixel noise: only a path finer than the 16x16 volume reproduces it
     kp = random_kp(4, SMALL_KP)
-    errors = {name: final_l1_after_fitting(lambda net=net: net.generate(images, kp, kp)["prediction"], images,
+    motion = {"value": kp}
+    errors = {name: final_l1_after_fitting(lambda net=net: net.render(images, motion, motion)["prediction"], images,
                                            net.train().optimizer_groups()["generator"], steps=40)
               for name, net in (("plain", plain), ("skips", skips))}
     assert errors["skips"] < 0.6 * errors["plain"], errors
@@ -438,8 +439,8 @@ def test_warped_skips_are_the_masked_encoder_features_when_nothing_moves() -> No
     source = torch.rand(1, 3, 64, 64)
     kp = random_kp(1, SMALL_KP)
     with torch.no_grad():
-        still = model.generate(source, kp, kp)
-        moved = model.generate(source, kp, kp + torch.tensor([0.3, 0.0, 0.0]))
+        still = model.render(source, {"value": kp}, {"value": kp})
+        moved = model.render(source, {"value": kp}, {"value": kp + torch.tensor([0.3, 0.0, 0.0])})
         _, levels = model.appearance_feature_extractor.encode(source)
         flow = model.flow_2d(still["deformation"])
         occlusion = torch.nn.functional.interpolate(still["occlusion_map"], size=(64, 64), mode="bilinear",
@@ -468,14 +469,12 @@ def test_warped_skips_project_mismatched_widths_and_reject_mismatched_levels() -
 
 
 def test_warped_source_term_trains_the_motion_not_the_renderer() -> None:
-    from reenact.losses.objective import ReenactmentObjective
-
     torch.manual_seed(0)
     model = small_model(warped_skips=True).train()
-    objective = ReenactmentObjective(perceptual_weights=[0, 0, 0, 0, 0], reconstruction_l1=0.0,
-                                     warped_source_l1=10.0, equivariance_value=0.0, equivariance_jacobian=0.0)
+    objective = Objective(terms={"warped_source_l1": WarpedSourceL1(weight=10.0)})
     source, driving = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
-    losses = objective(model, {"source": source, "driving": driving}, model(source, driving))[0]
+    losses = objective(LossContext(model, {"source": source, "driving": driving}, model(source, driving)))
+    assert set(losses) == {"warped_source_l1"}
     losses["warped_source_l1"].backward()
 
     def grad_norm(module: torch.nn.Module) -> float:

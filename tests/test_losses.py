@@ -11,21 +11,24 @@ import pytest
 import torch
 from torch import nn
 
+from reenact.families.liveportrait.losses import deformation_prior_loss, head_pose_loss, keypoint_prior_loss
+from reenact.layers.geometry import heatmap_to_keypoints, make_coordinate_grid, spatial_softmax
 from reenact.losses import (
     EquivarianceLoss,
     ImagePyramid,
+    LossContext,
+    LossTerm,
+    Objective,
     PerceptualPyramidLoss,
+    PyramidL1,
     RandomTPSTransform,
     VGG19Features,
-    deformation_prior_loss,
+    WarpedSourceL1,
     discriminator_adversarial_loss,
     feature_matching_loss,
     generator_adversarial_loss,
-    head_pose_loss,
-    keypoint_prior_loss,
     wing_loss,
 )
-from reenact.models.geometry import heatmap_to_keypoints, make_coordinate_grid, spatial_softmax
 
 # ----------------------------------------------------------------------------------------------- pyramid
 
@@ -462,41 +465,65 @@ def test_wing_loss_pieces_and_continuity() -> None:
     )
 
 
-def test_reconstruction_l1_pyramid_sums_the_levels() -> None:
-    from reenact.losses.objective import ReenactmentObjective
+class _Network(nn.Module):
+    """Stands in for a family in a LossContext: the objective only reads its name."""
 
-    def objective(scales: list[float]) -> ReenactmentObjective:
-        return ReenactmentObjective(perceptual_weights=[0, 0, 0, 0, 0], reconstruction_l1=100.0,
-                                    reconstruction_scales=scales, equivariance_value=0.0,
-                                    equivariance_jacobian=0.0)
+    family = "stub"
+
+
+def _losses(objective: Objective, batch: dict, output: dict) -> dict[str, torch.Tensor]:
+    return objective(LossContext(_Network(), batch, output))
+
+
+def test_reconstruction_l1_pyramid_sums_the_levels() -> None:
+    def objective(scales: list[float]) -> Objective:
+        return Objective(terms={"reconstruction_l1": PyramidL1(weight=100.0, scales=scales)})
 
     torch.manual_seed(0)
     driving, prediction = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     batch = {"driving": driving}
-    output = {"prediction": prediction, "kp_source": {}, "kp_driving": {}}
-    single = objective([1.0])(None, batch, output)[0]["reconstruction_l1"]
+    output = {"prediction": prediction, "motion_source": {}, "motion_driving": {}}
+    single = _losses(objective([1.0]), batch, output)["reconstruction_l1"]
     torch.testing.assert_close(single, 100.0 * (prediction - driving).abs().mean())
     pyramid = ImagePyramid([1.0, 0.5])
     levels = zip(pyramid(prediction).values(), pyramid(driving).values(), strict=True)
     expected = sum((a - b).abs().mean() for a, b in levels)
-    two = objective([1.0, 0.5])(None, batch, output)[0]["reconstruction_l1"]
+    two = _losses(objective([1.0, 0.5]), batch, output)["reconstruction_l1"]
     torch.testing.assert_close(two, 100.0 * expected)
     # independent noise averages out at the coarse level: it adds less than the full-resolution term
     assert single < two < 2 * single
-    assert objective([1.0, 0.5])(None, batch, {**output, "prediction": driving})[0]["reconstruction_l1"] == 0
+    assert _losses(objective([1.0, 0.5]), batch, {**output, "prediction": driving})["reconstruction_l1"] == 0
 
 
 def test_warped_source_l1_compares_the_warped_source_with_the_driving_frame() -> None:
-    from reenact.losses.objective import ReenactmentObjective
+    def objective() -> Objective:
+        return Objective(terms={"warped_source_l1": WarpedSourceL1(weight=10.0)})
 
-    objective = ReenactmentObjective(perceptual_weights=[0, 0, 0, 0, 0], reconstruction_l1=0.0,
-                                     warped_source_l1=10.0, equivariance_value=0.0, equivariance_jacobian=0.0)
     torch.manual_seed(0)
     driving, deformed = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-    output = {"prediction": torch.rand(2, 3, 32, 32), "deformed": deformed, "kp_source": {}, "kp_driving": {}}
-    losses = objective(None, {"driving": driving}, output)[0]
+    output = {"prediction": torch.rand(2, 3, 32, 32), "deformed": deformed, "motion_source": {},
+              "motion_driving": {}}
+    losses = _losses(objective(), {"driving": driving}, output)
     assert set(losses) == {"warped_source_l1"}  # the prediction plays no part in it
     torch.testing.assert_close(losses["warped_source_l1"], 10.0 * (deformed - driving).abs().mean())
-    assert objective(None, {"driving": driving}, {**output, "deformed": driving})[0]["warped_source_l1"] == 0
-    with pytest.raises(ValueError, match="warped_source_l1 needs a model that outputs 'deformed'"):
-        objective(None, {"driving": driving}, {**output, "deformed": None})
+    assert _losses(objective(), {"driving": driving}, {**output, "deformed": driving})["warped_source_l1"] == 0
+    with pytest.raises(ValueError, match="objective.terms.warped_source_l1 reads deformed, which the 'stub' family "
+                                         "does not output"):
+        _losses(objective(), {"driving": driving}, {**output, "deformed": None})
+
+
+def test_objective_weighs_terms_names_parts_and_leaves_out_null_terms() -> None:
+    class Sides(LossTerm):
+        def compute(self, context: LossContext) -> dict[str, torch.Tensor]:
+            return {"source": context.prediction.mean(), "driving": 2 * context.prediction.mean()}
+
+    prediction = torch.full((1, 3, 8, 8), 0.5)
+    objective = Objective(terms={"pixel": PyramidL1(weight=3.0), "off": None, "sides": Sides(weight=4.0)})
+    assert list(objective.terms) == ["pixel", "sides"] and not objective.uses_discriminator
+    losses = _losses(objective, {"driving": torch.zeros(1, 3, 8, 8)}, {"prediction": prediction})
+    assert list(losses) == ["pixel", "sides_source", "sides_driving"]
+    assert [v.item() for v in losses.values()] == pytest.approx([1.5, 2.0, 4.0])
+    with pytest.raises(TypeError, match="weight must be a number"):
+        PyramidL1(weight="10")
+    with pytest.raises(TypeError, match=r"objective.terms.pixel: expected a LossTerm"):
+        Objective(terms={"pixel": nn.L1Loss()})

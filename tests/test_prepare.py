@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reenact.data.video import VideoInfo, iter_frames, probe_video, read_frames, write_video
+from reenact.data.video import VideoInfo, iter_frames, probe_video, read_frames
+from reenact.data.video_writer import write_video
 from reenact.face.detection import FaceBox
 from reenact.prepare import PrepareUsageError, main, run
 from reenact.prepare.sources import ClipRow, person_of_chunk, read_talkinghead_tubes, read_vox_metadata, resolve_clip

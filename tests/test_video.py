@@ -8,15 +8,8 @@ import av
 import numpy as np
 import pytest
 
-from reenact.data.video import (
-    VideoError,
-    iter_frames,
-    probe_video,
-    read_frames,
-    read_video,
-    write_frame_folder,
-    write_video,
-)
+from reenact.data.video import VideoError, iter_frames, probe_video, read_frames, read_video
+from reenact.data.video_writer import write_frame_folder, write_video
 
 
 def moving_frames(count: int = 24, height: int = 48, width: int = 64) -> np.ndarray:

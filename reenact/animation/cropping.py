@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from reenact.animation.errors import AnimationInputError, NoFaceError
 from reenact.face import FaceBox, FaceDetector, build_face_detector, face_crop_box, union_boxes
 from reenact.face.crop import IntBox
+from reenact.utils.messages import first_line
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DETECT_BATCH = 8  # sampled driving frames per detector call (MTCNN batches equal-sized frames)
@@ -56,7 +57,7 @@ def read_image(path: str | Path, max_dim: int | None = None) -> np.ndarray:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
-        raise AnimationInputError(f"cannot read source image {path}: {str(exc).splitlines()[0]}") from None
+        raise AnimationInputError(f"cannot read source image {path}: {first_line(exc)}") from None
     if max_dim is not None and max(array.shape[:2]) > max_dim:
         scale = max_dim / max(array.shape[:2])
         size = (max(1, round(array.shape[1] * scale)), max(1, round(array.shape[0] * scale)))

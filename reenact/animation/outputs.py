@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from reenact.animation.errors import AnimationInputError
-from reenact.data.video import write_video
+from reenact.data.video_writer import write_video
 from reenact.utils.visualize import draw_keypoints
 
 SIDE_BY_SIDE_MIN_PANEL = 256
@@ -36,14 +36,15 @@ def output_paths(sources: list[Path], driving: Path, output: str | Path | None, 
 
 
 def side_by_side_frame(
-    source: np.ndarray, driving: np.ndarray, result: np.ndarray, keypoints: list[np.ndarray]
+    source: np.ndarray, driving: np.ndarray, result: np.ndarray, keypoints: list[np.ndarray | None]
 ) -> np.ndarray:
-    """One frame of source | driving | result panels with their keypoints."""
+    """One frame of source | driving | result panels with their keypoints (None: a panel without points)."""
     size = max(SIDE_BY_SIDE_MIN_PANEL, result.shape[0])
     radius = max(2, size // 100)
     panels = [cv2.resize(p, (size, size), interpolation=cv2.INTER_AREA if p.shape[0] > size else cv2.INTER_CUBIC)
               for p in (source, driving, result)]
-    return np.concatenate([draw_keypoints(p, kp, radius) for p, kp in zip(panels, keypoints, strict=True)], axis=1)
+    return np.concatenate([p if kp is None else draw_keypoints(p, kp, radius)
+                           for p, kp in zip(panels, keypoints, strict=True)], axis=1)
 
 
 class BackgroundWriter:

@@ -1,13 +1,14 @@
 """Batched animation on tensors: one source image, driving frames in batches, rendered frames out.
 
     animator = Animator(network, source)                      # source (3, H, W) in [0, 1]
-    kp_all = detect_driving(network, batches)                 # driving keypoints of every frame (pass 1)
-    reference = choose_reference(network.family, animator.kp_source, kp_all, "first")
-    for out in animator.render_batches(kp_all, reference):   # (B, 3, H', W') predictions (pass 2)
+    motion_all = encode_driving(network, batches)             # the motion of every driving frame (pass 1)
+    reference = choose_reference(network, animator.source_motion, motion_all, "first")
+    for out in animator.render_batches(motion_all, reference):   # (B, 3, H', W') predictions (pass 2)
         ...
 
-Driving keypoints are detected for the whole video before anything is rendered, because the reference
-frame (the first, or the one whose pose is closest to the source's) must be known first; they are small
+``network`` is any :class:`reenact.families.base.ReenactmentFamily`: the family encodes motion, transfers it and
+renders. Driving motion is encoded for the whole video before anything is rendered, because the reference
+frame (the first, or the one whose pose is closest to the source's) must be known first; motion is small
 (a few hundred numbers per frame), so videos are never held in memory as images. ``precision="bf16"``
 runs the networks under ``torch.autocast`` with bfloat16 (meant for GPUs; it also runs, slowly, on CPU);
 the motion arithmetic stays in float32.
@@ -23,18 +24,16 @@ import torch
 from torch import nn
 
 from reenact.animation.errors import AnimationInputError
-from reenact.animation.motion import (
-    KeypointDict,
-    best_reference_frame,
-    check_family,
-    compact_keypoints,
-    concat_keypoints,
-    expand_keypoints,
-    move_keypoints,
-    select_keypoints,
-    transfer_motion,
+from reenact.families.base import (
+    Motion,
+    ReenactmentFamily,
+    concat_motion,
+    expand_motion,
+    motion_length,
+    move_motion,
+    select_motion,
 )
-from reenact.models.geometry import resize_to
+from reenact.layers.geometry import resize_to
 
 PRECISIONS = ("fp32", "bf16")
 REFERENCE_CHOICES = ("first", "best")
@@ -74,38 +73,39 @@ def batched(frames: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
 
 
 @torch.no_grad()
-def detect_keypoints(network: nn.Module, images: torch.Tensor, precision: str = "fp32") -> KeypointDict:
-    """The network's keypoints of a batch (B, 3, H, W), compact float32 on the network's device."""
+def encode_frames(network: ReenactmentFamily, images: torch.Tensor, precision: str = "fp32") -> Motion:
+    """The family's motion of a batch (B, 3, H, W), compact float32 on the network's device."""
     device = network_device(network)
     with autocast(device, precision):
-        kp = network.detect(images.to(device))
-    return compact_keypoints(kp, check_family(network.family))
+        motion = network.encode_motion(images.to(device))
+    return network.compact_motion(motion)
 
 
 @torch.no_grad()
-def detect_driving(
-    network: nn.Module,
+def encode_driving(
+    network: ReenactmentFamily,
     batches: Iterable[torch.Tensor],
     precision: str = "fp32",
     progress: Any = None,
-) -> KeypointDict:
-    """Keypoints of every driving frame, batch by batch, gathered on the CPU; ``progress`` is a tqdm bar."""
+) -> Motion:
+    """The motion of every driving frame, batch by batch, gathered on the CPU; ``progress`` is a tqdm bar."""
     parts = []
     for batch in batches:
-        parts.append(move_keypoints(detect_keypoints(network, batch, precision), "cpu"))
+        parts.append(move_motion(encode_frames(network, batch, precision), "cpu"))
         if progress is not None:
             progress.update(batch.shape[0])
-    return concat_keypoints(parts)
+    return concat_motion(parts)
 
 
-def choose_reference(family: str, kp_source: KeypointDict, kp_driving_all: KeypointDict,
+def choose_reference(network: ReenactmentFamily, source_motion: Motion, motion_all: Motion,
                      reference_frame: int | str) -> int:
-    """Index of the reference driving frame: ``"first"``, ``"best"`` (pose closest to the source) or an index."""
-    num_frames = kp_driving_all["value"].shape[0]
+    """Index of the reference driving frame: ``"first"``, ``"best"`` (pose closest to the source, as the family
+    judges it) or an index."""
+    num_frames = motion_length(motion_all)
     if reference_frame == "first":
         return 0
     if reference_frame == "best":
-        return best_reference_frame(family, move_keypoints(kp_source, "cpu"), kp_driving_all)
+        return network.best_reference_frame(move_motion(source_motion, "cpu"), motion_all)
     if isinstance(reference_frame, int) and not isinstance(reference_frame, bool):
         if not 0 <= reference_frame < num_frames:
             raise AnimationInputError(
@@ -115,50 +115,52 @@ def choose_reference(family: str, kp_source: KeypointDict, kp_driving_all: Keypo
 
 
 class Animator:
-    """One network and one source image: the source's keypoints once, then frames for driving keypoints."""
+    """One network and one source image: the source's motion once, then frames for driving motion."""
 
-    def __init__(self, network: nn.Module, source_image: torch.Tensor, precision: str = "fp32") -> None:
+    def __init__(self, network: ReenactmentFamily, source_image: torch.Tensor, precision: str = "fp32") -> None:
         if source_image.dim() != 3 or source_image.shape[0] != 3:
             raise ValueError(f"source_image must be (3, H, W), got {tuple(source_image.shape)}")
+        if not isinstance(network, ReenactmentFamily):
+            raise TypeError(f"{type(network).__qualname__} is not a ReenactmentFamily")
         self.network = network
-        self.family = check_family(getattr(network, "family", "unknown"))
         self.device = network_device(network)
         self.precision = precision
         self.source = source_image[None].to(self.device, torch.float32)  # (1, 3, H, W)
-        self.kp_source = detect_keypoints(network, self.source, precision)
+        self.source_motion = encode_frames(network, self.source, precision)
 
     @torch.no_grad()
-    def render(self, kp_driving: KeypointDict, kp_reference: KeypointDict, relative: bool = True,
-               adapt_movement_scale: bool = False) -> dict[str, torch.Tensor]:
-        """Frames for a batch of driving keypoints: ``prediction`` (B, 3, H', W') in [0, 1] and the
-        keypoints the generator was given (``kp_new``)."""
-        kp_driving = move_keypoints(kp_driving, self.device)
-        kp_new = transfer_motion(self.family, self.kp_source, kp_driving, move_keypoints(kp_reference, self.device),
-                                 relative=relative, adapt_movement_scale=adapt_movement_scale)
-        batch = kp_new["value"].shape[0]
+    def render(self, driving_motion: Motion, reference_motion: Motion, relative: bool = True,
+               adapt_movement_scale: bool = False) -> dict[str, Any]:
+        """Frames for a batch of driving motion: ``prediction`` (B, 3, H', W') in [0, 1] and the motion the
+        source was rendered with (``motion``)."""
+        driving_motion = move_motion(driving_motion, self.device)
+        moved = self.network.transfer_motion(self.source_motion, driving_motion,
+                                             move_motion(reference_motion, self.device), relative=relative,
+                                             adapt_movement_scale=adapt_movement_scale)
+        batch = motion_length(driving_motion)
         with autocast(self.device, self.precision):
-            generated = self.network.generate(self.source.expand(batch, -1, -1, -1),
-                                              expand_keypoints(self.kp_source, batch), kp_new)
-        return {"prediction": generated["prediction"].float().clamp(0.0, 1.0), "kp_new": kp_new}
+            generated = self.network.render(self.source.expand(batch, -1, -1, -1),
+                                            expand_motion(self.source_motion, batch), moved)
+        return {"prediction": generated["prediction"].float().clamp(0.0, 1.0), "motion": moved}
 
-    def render_batches(self, kp_driving_all: KeypointDict, reference_index: int, batch_size: int = 16,
+    def render_batches(self, motion_all: Motion, reference_index: int, batch_size: int = 16,
                        relative: bool = True, adapt_movement_scale: bool = False,
-                       progress: Any = None) -> Iterator[dict[str, torch.Tensor]]:
+                       progress: Any = None) -> Iterator[dict[str, Any]]:
         """:meth:`render` over all frames in batches; yields each batch's output as soon as it is ready."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        kp_reference = select_keypoints(kp_driving_all, reference_index)
-        num_frames = kp_driving_all["value"].shape[0]
+        reference_motion = select_motion(motion_all, reference_index)
+        num_frames = motion_length(motion_all)
         for start in range(0, num_frames, batch_size):
-            kp_batch = select_keypoints(kp_driving_all, slice(start, start + batch_size))
-            out = self.render(kp_batch, kp_reference, relative, adapt_movement_scale)
+            batch = select_motion(motion_all, slice(start, start + batch_size))
+            out = self.render(batch, reference_motion, relative, adapt_movement_scale)
             if progress is not None:
-                progress.update(kp_batch["value"].shape[0])
+                progress.update(motion_length(batch))
             yield out
 
 
 def animate_frames(
-    network: nn.Module,
+    network: ReenactmentFamily,
     source_image: torch.Tensor,
     driving_frames: torch.Tensor,
     relative: bool = True,
@@ -176,10 +178,10 @@ def animate_frames(
     size = tuple(source_image.shape[-2:])
     total = driving_frames.shape[0]
     batches = (resize_to(b.to(animator.device, torch.float32), size) for b in batched(driving_frames, batch_size))
-    with progress_bar(total, "keypoints", progress) as bar:
-        kp_all = detect_driving(network, batches, precision, bar)
-    reference = choose_reference(animator.family, animator.kp_source, kp_all, reference_frame)
+    with progress_bar(total, "motion", progress) as bar:
+        motion_all = encode_driving(network, batches, precision, bar)
+    reference = choose_reference(network, animator.source_motion, motion_all, reference_frame)
     with progress_bar(total, "animate", progress) as bar:
         outputs = [out["prediction"].cpu() for out in animator.render_batches(
-            kp_all, reference, batch_size, relative, adapt_movement_scale, bar)]
+            motion_all, reference, batch_size, relative, adapt_movement_scale, bar)]
     return torch.cat(outputs)

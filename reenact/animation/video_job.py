@@ -5,7 +5,7 @@
 
 The output has the driving video's frame rate and exactly its number of frames (or ``max_frames``), and
 carries its audio when it has some. The driving video is decoded in streams: once to find its face crop,
-once for its keypoints (shared by all sources), and once more per source only for the side-by-side
+once for its motion (shared by all sources), and once more per source only for the side-by-side
 video. A folder of source images gives one video per image; images without a face are skipped there
 (with a warning), while a single source without a face stops with :class:`NoFaceError`.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +35,15 @@ from reenact.animation.cropping import (
     source_crop_box,
 )
 from reenact.animation.errors import AnimationInputError, NoFaceError
-from reenact.animation.motion import KeypointDict, closest_constellation, select_keypoints
 from reenact.animation.outputs import BackgroundWriter, output_paths, side_by_side_frame
-from reenact.animation.pipeline import Animator, choose_reference, detect_driving, progress_bar
-from reenact.data.video import VideoInfo, iter_frames, probe_video, write_video
+from reenact.animation.pipeline import Animator, choose_reference, encode_driving, progress_bar
+from reenact.data.video import VideoError, VideoInfo, iter_frames, probe_video
+from reenact.data.video_writer import write_video
 from reenact.face import crop_and_resize
 from reenact.face.crop import IntBox
+from reenact.families.base import Motion, select_motion
+from reenact.utils.constellation import closest_constellation
+from reenact.utils.messages import first_line
 from reenact.utils.visualize import to_uint8
 
 log = logging.getLogger(__name__)
@@ -81,12 +85,12 @@ class DrivingVideo:
     info: VideoInfo
     crop_box: IntBox
     num_frames: int
-    keypoints: KeypointDict | None = None
+    motion: Motion | None = None  # the family's motion of every driving frame, once computed
     landmarks: np.ndarray | None = None  # (T, 68, 2) on LANDMARK_SIZE crops, NaN where no face was found
 
     def crops(self, size: int) -> Iterator[np.ndarray]:
         """The cropped frames (size, size, 3) uint8, ``num_frames`` of them."""
-        for frame in itertools.islice(iter_frames(self.path), self.num_frames):
+        for frame in itertools.islice(driving_frames(self.path), self.num_frames):
             yield crop_and_resize(frame, self.crop_box, size)
 
     def batches(self, size: int, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
@@ -100,17 +104,37 @@ def image_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).to(device).movedim(-1, -3).float() / 255.0
 
 
+def driving_video_error(path: Path, error: VideoError) -> VideoError:
+    """A VideoError that says the *driving video* cannot be decoded: of the two inputs, the message must say
+    which one is broken, and FFmpeg's reason alone (``Invalid data found ...``) names neither."""
+    detail = re.search(r"\((.*)\)$", first_line(error))
+    reason = detail.group(1) if detail else first_line(error)
+    return VideoError(f"driving video {path} cannot be decoded ({reason.removeprefix('cannot be decoded: ')})")
+
+
+def driving_frames(path: Path) -> Iterator[np.ndarray]:
+    """:func:`iter_frames` of the driving video, a decoding failure part-way reported as the driving video's."""
+    try:
+        yield from iter_frames(path)
+    except VideoError as exc:
+        raise driving_video_error(path, exc) from None
+
+
 def prepare_driving(path: str | Path, options: AnimationOptions) -> DrivingVideo:
-    """Probe the driving video and find its fixed face crop (a VideoError for an unreadable file)."""
+    """Probe the driving video and find its fixed face crop (a VideoError naming the driving video when it
+    cannot be decoded)."""
     path = Path(path)
     if not path.exists():
         raise AnimationInputError(f"driving video not found: {path}")
-    info = probe_video(path)
+    try:
+        info = probe_video(path)
+    except VideoError as exc:
+        raise driving_video_error(path, exc) from None
     num_frames = info.num_frames if options.max_frames is None else min(info.num_frames, options.max_frames)
     if num_frames < 1:
         raise AnimationInputError(f"driving video {path}: nothing to animate (max_frames={options.max_frames})")
     detector = build_detector(options.crop) if options.crop.driving else None
-    frames = itertools.islice(iter_frames(path), num_frames) if options.crop.driving else iter([_blank(info)])
+    frames = itertools.islice(driving_frames(path), num_frames) if options.crop.driving else iter([_blank(info)])
     box, found = driving_crop_box(frames, path, options.crop, detector, num_frames)
     if options.crop.driving:
         log.info("driving %s: face found on %d sampled frames, crop box %s", path.name, found, box)
@@ -158,36 +182,42 @@ def animate_one(model: Any, source: tuple[Path, np.ndarray, IntBox], driving: Dr
     size = model.frame_size
     source_crop = crop_and_resize(image, box, size)
     animator = Animator(model.network, image_tensor(source_crop, model.device), options.precision)
-    if driving.keypoints is None:
-        with progress_bar(driving.num_frames, f"keypoints {driving.path.name}", options.progress) as bar:
-            driving.keypoints = detect_driving(
+    if driving.motion is None:
+        with progress_bar(driving.num_frames, f"motion {driving.path.name}", options.progress) as bar:
+            driving.motion = encode_driving(
                 model.network, driving.batches(size, options.batch_size, model.device), options.precision, bar)
     if options.reference_frame == "best" and options.best_frame_by == "landmarks":
         reference = landmark_reference(crop_and_resize(image, box, LANDMARK_SIZE), source_path, driving)
     else:
-        reference = choose_reference(animator.family, animator.kp_source, driving.keypoints, options.reference_frame)
+        reference = choose_reference(model.network, animator.source_motion, driving.motion, options.reference_frame)
     writer_kwargs: dict[str, Any] = {"crf": options.crf}
     if driving.info.has_audio:
         writer_kwargs["audio_source"] = driving.path
     side_path = output.with_name(f"{output.stem}_side_by_side.mp4") if options.side_by_side else None
     side_writer = BackgroundWriter(side_path, driving.info.fps, writer_kwargs) if side_path else None
-    keypoints_2d = model.network.keypoints_2d
+
+    def points(motion: Motion) -> np.ndarray | None:
+        """(B, K, 2) keypoints for the side-by-side panels, or None for a family without keypoints."""
+        found = model.network.keypoints_2d(motion)
+        return None if found is None else found.float().cpu().numpy()
 
     def frames() -> Iterator[np.ndarray]:
         driving_crops: Iterable[np.ndarray] = driving.crops(size) if side_writer else itertools.repeat(None)
-        source_kp = keypoints_2d(animator.kp_source)[0].cpu().numpy()
+        source_points = points(animator.source_motion)
+        source_kp = None if source_points is None else source_points[0]
         with progress_bar(driving.num_frames, f"animate {source_path.name}", options.progress) as bar:
             offset = 0
-            for out in animator.render_batches(driving.keypoints, reference, options.batch_size, options.relative,
+            for out in animator.render_batches(driving.motion, reference, options.batch_size, options.relative,
                                                options.adapt_movement_scale, bar):
                 count = out["prediction"].shape[0]
-                kp_new = keypoints_2d(out["kp_new"]).cpu().numpy()
-                kp_drv = keypoints_2d(select_keypoints(driving.keypoints, slice(offset, offset + count))).numpy()
+                kp_new = points(out["motion"])
+                kp_drv = points(select_motion(driving.motion, slice(offset, offset + count)))
                 for i, prediction in enumerate(out["prediction"]):
                     result = to_uint8(prediction)
                     if side_writer is not None:
                         side_writer.put(side_by_side_frame(source_crop, next(driving_crops), result,
-                                                      [source_kp, kp_drv[i], kp_new[i]]))
+                                                      [source_kp, None if kp_drv is None else kp_drv[i],
+                                                       None if kp_new is None else kp_new[i]]))
                     yield even_size(paste_back(image, result, box) if options.paste_back else result)
                 offset += count
 

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from reenact.layers.geometry import resize_to
 from reenact.metrics.validation import ValidationMetrics, evenly_spaced
-from reenact.models.geometry import resize_to
 
 log = logging.getLogger(__name__)
 

@@ -2,12 +2,15 @@
 
 Grid rows, one column per sampled frame: source + keypoints, driving + keypoints, deformed source, prediction,
 occlusion map. PNGs go to ``<output_dir>/images/`` and to every logger that takes images (W&B, TensorBoard).
+With a W&B logger, a side-by-side clip (driving | prediction) is also encoded as H.264 mp4 next to the PNGs and
+handed to W&B as that file.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
@@ -51,10 +54,33 @@ class ReconstructionVisualizer(Callback):
                 if frames is not None:
                     import wandb
 
-                    logger.experiment.log({"val/reconstruction_video": wandb.Video(
-                        frames.transpose(0, 3, 1, 2), fps=10, format="mp4")}, step=trainer.global_step)
+                    # wandb.Video encodes raw arrays with moviepy, which W&B does not install (it crashed the
+                    # first validation); an encoded file it only copies, so encode it with our own writer.
+                    video_path = self.write_video(frames, path.with_suffix(".mp4"))
+                    logger.experiment.log({"val/reconstruction_video": wandb.Video(str(video_path))},
+                                          step=trainer.global_step)
             elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("val/reconstruction", grid, trainer.global_step, dataformats="HWC")
+
+    @staticmethod
+    def write_video(frames: np.ndarray, path: Path, fps: float = 10.0) -> Path:
+        """Encode (T, H, W, 3) uint8 frames as H.264 mp4 at ``path``; odd sizes get one edge row/column repeated."""
+        from reenact.data.video_writer import write_video
+
+        # yuv420p (what browsers and W&B play) needs even width and height.
+        pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+        if pad_h or pad_w:
+            frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        write_video(path, frames, fps=fps)
+        return path
+
+    @staticmethod
+    def frames_with_points(network: Any, images: torch.Tensor, motion: Any) -> list[np.ndarray]:
+        points = network.keypoints_2d(motion) if motion is not None else None
+        if points is None:
+            return [to_uint8(image) for image in images]
+        points = points.float().cpu().numpy()
+        return [draw_keypoints(to_uint8(image), p) for image, p in zip(images, points, strict=True)]
 
     @torch.no_grad()
     def render(
@@ -69,12 +95,9 @@ class ReconstructionVisualizer(Callback):
             driving = video[index]
             source = video[:1].expand_as(driving)
             out = network(source, driving)
-            kp_source = network.keypoints_2d(out["kp_source"]).cpu().numpy()
-            kp_driving = network.keypoints_2d(out["kp_driving"]).cpu().numpy()
-            rows = [
-                [draw_keypoints(to_uint8(s), k) for s, k in zip(source, kp_source, strict=True)],
-                [draw_keypoints(to_uint8(d), k) for d, k in zip(driving, kp_driving, strict=True)],
-            ]
+            # families without keypoints (keypoints_2d -> None) get their frames without points
+            rows = [self.frames_with_points(network, images, out.get(key))
+                    for images, key in ((source, "motion_source"), (driving, "motion_driving"))]
             size = driving.shape[-2:]
             for key in ("deformed", "prediction", "occlusion_map"):
                 images = out.get(key)

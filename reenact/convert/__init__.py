@@ -8,8 +8,8 @@ and ``reenact.evaluate``, ``reenact.animate`` and :func:`reenact.api.load_pretra
 are read as data only (``torch.load(weights_only=True)`` or safetensors). See ``docs/pretrained.md``.
 """
 
-from reenact.convert.fomm import convert_fomm
 from reenact.convert.keymap import ConversionError, ConversionReport
-from reenact.convert.liveportrait import convert_liveportrait
+from reenact.families.fomm.convert import convert_fomm
+from reenact.families.liveportrait.convert import convert_liveportrait
 
 __all__ = ["ConversionError", "ConversionReport", "convert_fomm", "convert_liveportrait"]

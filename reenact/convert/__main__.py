@@ -9,23 +9,31 @@ the HuggingFace download containing liveportrait/base_models. Trailing ``model.*
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from reenact.convert.fomm import DEFAULT_PRESET as FOMM_PRESET
-from reenact.convert.fomm import convert_fomm
 from reenact.convert.keymap import ConversionError
-from reenact.convert.liveportrait import DEFAULT_PRESET as LIVEPORTRAIT_PRESET
-from reenact.convert.liveportrait import convert_liveportrait
+from reenact.families.base import registered_families
+from reenact.utils.messages import first_line
 
-CONVERTERS = {"fomm": (convert_fomm, FOMM_PRESET), "liveportrait": (convert_liveportrait, LIVEPORTRAIT_PRESET)}
+
+def converters() -> dict[str, tuple[Callable[..., Any], str]]:
+    """(convert function, default preset) of every registered family that can import published weights."""
+    found = {}
+    for name, family in registered_families().items():
+        if family.converter is not None:
+            module, function = family.converter.split(":")
+            found[name] = (getattr(importlib.import_module(module), function), family.converter_preset or name)
+    return found
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m reenact.convert", description="Import official FOMM / LivePortrait weights."
     )
-    parser.add_argument("format", choices=sorted(CONVERTERS), help="which release SOURCE comes from")
+    parser.add_argument("format", choices=sorted(converters()), help="which family's release SOURCE comes from")
     parser.add_argument("source", help="fomm: the checkpoint file; liveportrait: the folder of base models")
     parser.add_argument("out", help="the reenact checkpoint to write (.ckpt)")
     parser.add_argument("overrides", nargs="*", help="model.* config overrides, as for train.py")
@@ -36,14 +44,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    convert, default_preset = CONVERTERS[args.format]
+    convert, default_preset = converters()[args.format]
     try:
         report = convert(
             args.source, args.out, preset=args.preset or default_preset, overrides=args.overrides,
             frame_size=args.frame_size,
         )
     except (ConversionError, OSError) as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return 2
     print("\n".join(report.lines()))
     return 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from reenact.api import CheckpointError
+from reenact.checkpoints import CheckpointError
 
 # How many key names an error message lists per category before it only counts the rest.
 LISTED_KEYS = 10

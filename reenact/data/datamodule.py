@@ -24,8 +24,10 @@ from torch.utils.data import DataLoader
 
 from reenact.data.augmentation import IBUG68_FLIP_PERMUTATION, Augmentation
 from reenact.data.datasets import DatasetError, PairDataset, VideoDataset, scan_clips
+from reenact.data.loading import DeferredStartDataLoader, worker_init
 from reenact.data.sampling import EpochSampler
 from reenact.data.synthetic import COMPLETE_MARKER, ensure_synthetic_dataset
+from reenact.utils.config_check import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,9 @@ class ReenactDataModule(LightningDataModule):
         super().__init__()
         if (root is None) == (synthetic is None):
             raise ValueError("ReenactDataModule needs exactly one of `root` (a clip folder) or `synthetic`")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            # Checked here, at start-up, rather than by the DataLoader after the data has been prepared.
+            raise ConfigError(f"data.batch_size: expected a positive int, got {batch_size!r}")
         self.root = root
         self.synthetic = SyntheticSpec.from_any(synthetic) if synthetic is not None else None
         self.frame_size = frame_size
@@ -176,9 +181,12 @@ class ReenactDataModule(LightningDataModule):
         log.info(self.describe())
 
     def _loader(self, dataset: Any, batch_size: int, drop_last: bool, sampler: Any = None) -> DataLoader:
-        return DataLoader(
+        # DeferredStartDataLoader: the first indices are drawn after Lightning's set_epoch, so a run resumed with
+        # workers is bit-exact; worker_init leaves SIGTERM/SIGINT to the main process (see reenact.data.loading).
+        return DeferredStartDataLoader(
             dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0)
+            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0,
+            worker_init_fn=worker_init if self.num_workers > 0 else None)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self._require(self.train_set)

@@ -25,7 +25,7 @@ from reenact.data.synthetic_scene import (  # noqa: F401  (re-exported: the data
     render_clip,
     render_frame,
 )
-from reenact.data.video import write_video
+from reenact.data.video_writer import write_video
 
 GENERATOR_VERSION = 3
 COMPLETE_MARKER = "dataset.json"

@@ -1,4 +1,4 @@
-"""Video I/O on PyAV: probing, random frame access, streaming decode and atomic H.264 writing.
+"""Video reading on PyAV: probing, random frame access and streaming decode (writing is in ``video_writer``).
 
 A "video" is either a container file (``.mp4`` and friends) or a *frame folder*: a directory of
 numbered ``.png``/``.jpg`` frames, usually named like a clip (``id#clip.mp4/0000000.png``) as FOMM's
@@ -7,7 +7,8 @@ video-preprocessing writes them. Every function here accepts both.
 Random access (:func:`read_frames`) never decodes a whole video: a per-process cache holds each
 file's frame index (presentation timestamps and keyframes, built once by demuxing packets without
 decoding), so a request seeks straight to the keyframe before the wanted frame and decodes at most
-one GOP forward. :func:`write_video` uses a short GOP (8 frames) so that this stays cheap.
+one GOP forward. :func:`reenact.data.video_writer.write_video` uses a short GOP (8 frames) so that this stays
+cheap.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image
+
+from reenact.data.video_errors import VideoError
+from reenact.data.video_errors import video_error as _error
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +58,17 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
-class VideoError(Exception):
-    """A file or folder that cannot be read as a video; the message names it and says why."""
+def _ffmpeg_reason(error: Exception) -> object:
+    """FFmpeg's words for an error, without the errno and C function it adds ("[Errno 1094995529] Invalid data
+    found when processing input: 'avcodec_send_packet()'" becomes "Invalid data found when processing input")."""
+    if isinstance(error, av.FFmpegError) and error.strerror:
+        return error.strerror
+    return error
+
+
+def _decode_error(path: Path, error: Exception) -> VideoError:
+    """The VideoError for a file that opened but whose frames FFmpeg cannot decode."""
+    return _error(path, f"cannot be decoded: {_ffmpeg_reason(error)}")
 
 
 @dataclass
@@ -65,11 +78,6 @@ class VideoInfo:
     width: int
     height: int
     has_audio: bool
-
-
-def _error(path: str | Path, reason: object) -> VideoError:
-    text = str(reason).strip().splitlines()[0] if str(reason).strip() else type(reason).__name__
-    return VideoError(f"corrupt or unreadable video: {path} ({text})")
 
 
 def is_frame_folder(path: str | Path) -> bool:
@@ -105,7 +113,7 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path), mode="r")
     except Exception as exc:  # PyAV raises many FFmpegError subclasses; all mean "unreadable"
-        raise _error(path, exc) from exc
+        raise _error(path, _ffmpeg_reason(exc)) from exc
     if not container.streams.video:
         container.close()
         raise _error(path, "no video stream")
@@ -137,7 +145,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         try:
             first = next(container.decode(stream), None)
         except Exception as exc:
-            raise _error(path, exc) from exc
+            raise _decode_error(path, exc) from exc
         if first is None:
             raise _error(path, "no decodable frames")
         num_frames = int(stream.frames or 0)
@@ -153,7 +161,7 @@ def _decode_count(container: av.container.InputContainer, stream: av.video.strea
         container.seek(0, backward=True, any_frame=False, stream=stream)
         return sum(1 for _ in container.decode(stream))
     except Exception as exc:
-        raise _error(path, exc) from exc
+        raise _decode_error(path, exc) from exc
 
 
 @dataclass(frozen=True)
@@ -282,7 +290,7 @@ def read_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
         except (VideoError, IndexError):
             raise
         except Exception as exc:
-            raise _error(path, exc) from exc
+            raise _decode_error(path, exc) from exc
         missing = [i for i in wanted if i not in found]
         if missing:
             raise _error(path, f"frames {missing[:5]} could not be decoded")
@@ -320,7 +328,7 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
             for frame in container.decode(stream):
                 yield _to_rgb(frame)
         except Exception as exc:
-            raise _error(path, exc) from exc
+            raise _decode_error(path, exc) from exc
     finally:
         container.close()
 
@@ -337,10 +345,7 @@ def read_video(path: str | Path, max_frames: int | None = None) -> np.ndarray:
     return _stack(Path(path), frames)
 
 
-# Writing lives in its own module; importing it here keeps ``reenact.data.video`` the one import for video IO.
-from reenact.data.video_writer import write_frame_folder, write_video  # noqa: E402
-
 __all__ = [
     "FRAME_FOLDER_FPS", "VIDEO_SUFFIXES", "VideoError", "VideoInfo", "iter_frames", "probe_video", "read_frames",
-    "read_video", "write_frame_folder", "write_video",
+    "read_video",
 ]

@@ -1,7 +1,7 @@
 """Atomic video writing on PyAV: short-GOP H.264 mp4 (with the audio of another file) and frame folders.
 
 Every file is written under a hidden temporary name in the destination folder and renamed when complete, so a
-crash never leaves a half-written clip under its final name. Re-exported by :mod:`reenact.data.video`.
+crash never leaves a half-written clip under its final name. Reading is in :mod:`reenact.data.video`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from reenact.data.video import _error
+from reenact.data.video_errors import video_error
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _add_audio_stream(
     try:
         inp = av.open(str(source), mode="r")
     except Exception as exc:
-        raise _error(source, exc) from exc
+        raise video_error(source, exc) from exc
     if not inp.streams.audio:
         inp.close()
         log.warning("audio source %s has no audio stream; writing %s without audio", source, target)

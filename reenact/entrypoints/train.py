@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -31,15 +32,24 @@ log = logging.getLogger("reenact.train")
 
 
 def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
-    """A run directory or a checkpoint file; a directory resolves to its ``checkpoints/last.ckpt``."""
+    """A run directory or a checkpoint file; a directory resolves to its ``checkpoints/last.ckpt``.
+
+    The checkpoint is read once here with the same data-only reader as inference
+    (:func:`reenact.checkpoints.read_checkpoint`), so an empty, truncated, code-holding or diverged (NaN/inf) file
+    stops with a one-line ConfigError before any model is built, instead of a traceback from ``trainer.fit``.
+    """
     if ckpt_path is None:
         return None
+    from reenact.checkpoints import CheckpointError, read_checkpoint, resolve_checkpoint_path
+
     path = Path(ckpt_path)
-    if path.is_dir():
-        candidate = path / "checkpoints" / "last.ckpt"
-        path = candidate if candidate.is_file() else path / "last.ckpt"
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"ckpt_path: no checkpoint at {path}")
+    try:
+        path = resolve_checkpoint_path(path)
+        read_checkpoint(path)
+    except CheckpointError as exc:
+        raise ConfigError(f"ckpt_path: {exc}") from None
     return str(path)
 
 
@@ -68,9 +78,9 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
     datamodule = instantiate(cfg.data)
-    task = instantiate(cfg.model)
-    task.model_config = to_plain(cfg.model)
-    task.data_config = to_plain(cfg.data)
+    # the configs go into every checkpoint, so load_pretrained rebuilds the network without the Hydra tree; passed
+    # to the built partial so that Hydra does not instantiate the _target_ nodes inside them
+    task = instantiate(cfg.model, _partial_=True)(model_config=to_plain(cfg.model), data_config=to_plain(cfg.data))
     callbacks = instantiate_collection(cfg.get("callbacks"))
     loggers = instantiate_collection(cfg.get("logger"))
     if not loggers:
@@ -91,14 +101,24 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     log.info("output directory: %s", cfg.paths.output_dir)
 
     if cfg.get("train", True):
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        stale = task.validated_at_step is not None and task.validated_at_step != trainer.global_step
-        if stale and not trainer.interrupted:
-            log.info("validating the final weights: training stopped between validation epochs")
-            trainer.validate(task, datamodule=datamodule, verbose=False)
-            if task.precise_bn_batches:
-                # that validation recomputed the BatchNorm statistics: last.ckpt must hold the weights it measured
-                trainer.save_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+        from reenact.utils.finite import require_finite
+        from reenact.utils.interruption import report_interruption
+
+        # SIGTERM or Ctrl-C: last.ckpt is saved, one line says how to resume, and the exit code is 143 or 130.
+        with report_interruption(trainer, cfg.paths.output_dir):
+            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            # The checkpoint callbacks check before each save; this also covers runs without them
+            # (callbacks=none) and divergence after the last save.
+            require_finite(task.state_dict(), f"the weights at the end of training (epoch {trainer.current_epoch})")
+            stale = task.validated_at_step is not None and task.validated_at_step != trainer.global_step
+            if stale and not trainer.interrupted:
+                log.info("validating the final weights: training stopped between validation epochs")
+                trainer.validate(task, datamodule=datamodule, verbose=False)
+                from reenact.callbacks.precise_bn import PreciseBatchNorm
+
+                if any(isinstance(callback, PreciseBatchNorm) for callback in trainer.callbacks):
+                    # that validation recomputed the BatchNorm statistics: last.ckpt must hold the weights it measured
+                    trainer.save_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if "val/l1" in metrics and metrics.get("val/l1_copy_source"):
         metrics["val/l1_ratio_to_copy_source"] = metrics["val/l1"] / metrics["val/l1_copy_source"]
@@ -108,6 +128,7 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             "epoch": trainer.current_epoch,
             "global_step": trainer.global_step,
             "model": cfg.model.network._target_,
+            "family": cfg.model.family,
             "best_checkpoint": getattr(trainer.checkpoint_callback, "best_model_path", None) or None,
             "last_checkpoint": next((str(p) for p in [Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"]
                                      if p.is_file()), None),
@@ -130,20 +151,53 @@ def _one_line(exc: BaseException) -> str:
 def precheck_overrides(argv: list[str]) -> None:
     """Compose once before Hydra does, so a bad override is reported in one line instead of Hydra's block.
 
-    Skipped for multirun and sweep syntax, which only Hydra's launcher understands.
+    A sweep (``-m``, or a config such as ``hparams_search=optuna`` that sets multirun mode) is checked through
+    its first job: ``a=1,2`` composes as ``a=1``, so ``-m model=nope`` names ``nope`` before any launcher
+    starts. Each value the user sets is then checked against the constructor it configures. Hydra's own
+    overrides (``hydra.*``, ``hydra/launcher=...``) and another config (``--config-name``, ``--config-dir``) are
+    left to Hydra, as are ``--help``-style flags.
     """
-    if any(a.startswith("-") for a in argv) or any("," in a or "(" in a for a in argv):
-        return
-    from reenact.utils.hydra_utils import compose_config
+    from hydra._internal.utils import get_args_parser
+    from hydra.types import RunMode
 
-    overrides = [a for a in argv if not a.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
+    from reenact.utils.config_check import check_key
+    from reenact.utils.hydra_utils import (
+        compose_config,
+        composition_error_line,
+        first_sweep_combination,
+        value_override_keys,
+    )
+
+    if "--version" in argv:  # argparse would print it here, and Hydra again
+        return
+    parser = get_args_parser()
+    parser.exit_on_error = False
     try:
-        compose_config("train", overrides)
+        args, _ = parser.parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit):  # Hydra parses the command line again and reports it
+        return
+    if (args.help or args.hydra_help or args.shell_completion or args.experimental_rerun or args.config_name
+            or args.config_path or args.config_dir):
+        return
+    overrides = [a for a in args.overrides if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        first, sweeps = first_sweep_combination(overrides)
+        cfg = compose_config("train", first, return_hydra_config=True)
+        if sweeps and not args.multirun and cfg.hydra.mode != RunMode.MULTIRUN:
+            compose_config("train", overrides)  # a sweep outside multirun: Hydra's "Ambiguous value" error
     except Exception as exc:  # Hydra's override and composition errors
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        detail = next((line for line in lines[1:] if line.startswith("Key ")), "")
-        print(f"error: {lines[0] if lines else type(exc).__name__} {detail}".rstrip(), file=sys.stderr)
+        print(f"error: {composition_error_line(exc)}", file=sys.stderr)
         sys.exit(2)
+    # The values the user typed, against the class each configures, so an error names the key as typed (not a
+    # key that interpolates it, such as model.scheduler.epochs for trainer.max_epochs) and no run folder is made.
+    for key in value_override_keys(first):
+        try:
+            check_key(cfg, key)
+        except ConfigError as exc:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            sys.exit(2)
+        except Exception:  # a value that only resolves inside the run (${hydra:...}): validate() checks it there
+            continue
 
 
 def cli() -> None:
@@ -153,11 +207,22 @@ def cli() -> None:
 
 @hydra.main(version_base=VERSION_BASE, config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from reenact.errors import USER_ERRORS
+    from hydra.core.hydra_config import HydraConfig
 
+    from reenact.errors import USER_ERRORS
+    from reenact.utils.hydra_utils import refuse_reused_run_dir, remove_unused_run_dir
+
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    # What Hydra writes into every run folder before the run starts: its config folder and the job's log.
+    log_file = OmegaConf.select(hydra_cfg, "job_logging.handlers.file.filename")
+    hydra_files = {str(name) for name in (hydra_cfg.output_subdir, log_file and Path(str(log_file)).name) if name}
     try:
+        refuse_reused_run_dir(output_dir, cfg.get("ckpt_path"), bool(cfg.get("overwrite", False)))
         metrics, _ = run(cfg)
     except USER_ERRORS as exc:
+        # A failed start leaves no empty folder behind (only a folder this process created is removed).
+        remove_unused_run_dir(output_dir, hydra_files)
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     finally:

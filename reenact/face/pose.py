@@ -19,7 +19,7 @@ Mirroring the image horizontally negates yaw and roll and keeps pitch. The rotat
 R = Rz(-roll) · Rx(pitch) · Ry(-yaw) (head frame -> camera frame, OpenCV axes): the synthetic renderer's
 Rz(roll) Rx(pitch) Ry(yaw) in its y-up, z-towards-camera axes, so both sources give the same angles for the same
 head turn, Euler order included. (The LivePortrait model's own angles differ in yaw and roll sign and in order;
-its head-pose loss converts, see ``reenact.models.liveportrait.keypoint_transform.pose_labels_to_model_angles``.)
+its head-pose loss converts, see ``reenact.families.liveportrait.keypoint_transform.pose_labels_to_model_angles``.)
 
 The generic model assumes adult proportions: faces with other proportions (children, stylised faces)
 get a biased pitch of up to ~20 degrees, and the pose is measured against the camera axis, so a face far

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from reenact.losses.terms import LossContext, LossTerm
+
 GAN_KINDS = ("lsgan", "hinge")
 
 
@@ -83,3 +85,29 @@ def feature_matching_loss(
             if weight != 0:
                 total = total + float(weight) * (real.detach() - fake).abs().mean()
     return total
+
+
+class GeneratorAdversarial(LossTerm):
+    """The generator's GAN loss against the task's discriminator (LSGAN or hinge: the task's ``gan_kind``)."""
+
+    uses_discriminator = True
+
+    def compute(self, context: LossContext) -> torch.Tensor:
+        return generator_adversarial_loss([pred for _, pred in context.discriminator_on_prediction()],
+                                          context.gan_kind)
+
+
+class FeatureMatching(LossTerm):
+    """Σ_scales Σ_blocks w_i · mean |D_i(y) − D_i(ŷ)|: the discriminator's features of the prediction must match
+    those of the real frame. The per-block weights carry the scale (10 each in FOMM), so ``weight`` is normally 1."""
+
+    uses_discriminator = True
+
+    def __init__(self, weight: float = 1.0, layer_weights: Sequence[float] = (10.0, 10.0, 10.0, 10.0)) -> None:
+        super().__init__(weight)
+        self.layer_weights = [float(w) for w in layer_weights]
+
+    def compute(self, context: LossContext) -> torch.Tensor:
+        fake = context.discriminator_on_prediction()
+        real = context.discriminator_on_target()
+        return feature_matching_loss([f for f, _ in real], [f for f, _ in fake], self.layer_weights)

@@ -23,7 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from reenact.models.geometry import make_coordinate_grid, warp
+from reenact.layers.geometry import make_coordinate_grid, warp
+from reenact.losses.terms import LossContext, LossTerm
 
 KEYPOINTS_KEY = "value"  # (B, K, 2) or (B, K, 3) in a keypoint dict
 JACOBIAN_KEY = "jacobian"  # (B, K, 2, 2) or (B, K, 3, 3), optional
@@ -226,3 +227,32 @@ class EquivarianceLoss(nn.Module):
                 identity = torch.eye(2, device=normalised.device, dtype=normalised.dtype)
                 losses["equivariance_jacobian"] = (identity - normalised).abs().mean()
         return losses
+
+
+def shared_equivariance(context: LossContext, loss: EquivarianceLoss) -> dict[str, torch.Tensor]:
+    """One equivariance pass per step (one random transform, one detection on the transformed frame), shared by
+    the value term and a family's Jacobian term; the transformed frame goes to the step's visuals."""
+
+    def run() -> dict[str, torch.Tensor]:
+        network = context.network
+        terms = loss(network.encode_motion, context.batch["driving"], context.output["motion_driving"])
+        context.visuals["transformed"] = terms["transformed_frame"]
+        return terms
+
+    return context.shared("equivariance", run)
+
+
+class KeypointEquivariance(LossTerm):
+    """mean |kp_d − T(kp_t)|: keypoints detected on a randomly warped driving frame, mapped back through the
+    warp, must land on the driving keypoints (FOMM's equivariance, face-vid2vid's L_E)."""
+
+    reads = ("motion_driving",)
+
+    def __init__(
+        self, weight: float = 10.0, sigma_affine: float = 0.05, sigma_tps: float = 0.005, points_tps: int = 5
+    ) -> None:
+        super().__init__(weight)
+        self.loss = EquivarianceLoss(sigma_affine=sigma_affine, sigma_tps=sigma_tps, points_tps=points_tps)
+
+    def compute(self, context: LossContext) -> torch.Tensor:
+        return shared_equivariance(context, self.loss)["equivariance_value"]

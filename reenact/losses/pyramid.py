@@ -1,6 +1,6 @@
 """Image pyramid for the multi-scale perceptual loss (FOMM's ``ImagePyramide``).
 
-Each level is the input blurred and subsampled by :class:`~reenact.models.geometry.AntiAliasInterpolation2d`,
+Each level is the input blurred and subsampled by :class:`~reenact.layers.geometry.AntiAliasInterpolation2d`,
 the same anti-aliased downsampler the keypoint detector uses, so high frequencies do not alias into the
 coarse levels. The module has no parameters and no persistent buffers: it never appears in checkpoints.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from reenact.models.geometry import AntiAliasInterpolation2d
+from reenact.layers.geometry import AntiAliasInterpolation2d
 
 
 class ImagePyramid(nn.Module):

@@ -45,15 +45,22 @@ def score_directories(
     max_frames: int | None = None,
     max_videos: int | None = None,
 ) -> dict[str, Any]:
-    """Scores every prediction that has a ground-truth counterpart; returns what could not be matched."""
+    """Scores every prediction that has a ground-truth counterpart; returns what could not be matched and
+    ``unreadable`` ({name: reason}): pairs skipped because either video cannot be decoded. One broken file
+    does not cost the other videos their scores; only when no pair can be read at all is that an error."""
     matched = match_videos(pred_dir, gt_dir)
     for name in matched.missing_ground_truth:
         log.warning("no ground truth for prediction %s in %s: skipped", name, gt_dir)
     if matched.missing_prediction:
         log.warning("%d ground-truth videos have no prediction in %s", len(matched.missing_prediction), pred_dir)
     truncated = []
+    unreadable: dict[str, str] = {}
     for name, pred_path, gt_path in matched.pairs[:max_videos]:
-        prediction, target = load_video(pred_path, max_frames), load_video(gt_path, max_frames)
+        try:
+            prediction, target = load_video(pred_path, max_frames), load_video(gt_path, max_frames)
+        except EvaluationInputError as exc:
+            unreadable[name] = str(exc)
+            continue
         if len(prediction) != len(target):
             # codebases differ by a frame or two at the end (codec padding); score the common part
             log.warning(
@@ -69,10 +76,15 @@ def score_directories(
         _score(suite, name, prediction, target)
         if name in truncated:
             suite.per_video[name]["frames_truncated"] = True
+    if unreadable and not suite.per_video:
+        raise EvaluationInputError(
+            f"none of the {len(unreadable)} matched videos could be read; first: {next(iter(unreadable.values()))}"
+        )
     return {
         "missing_ground_truth": matched.missing_ground_truth,
         "missing_prediction": matched.missing_prediction,
         "frames_truncated": truncated,
+        "unreadable": unreadable,
     }
 
 
@@ -197,7 +209,7 @@ def save_prediction(prediction: torch.Tensor, folder: Path, name: str, save_form
     folder.mkdir(parents=True, exist_ok=True)
     stem = video_name(Path(name))
     if save_format == "mp4":
-        from reenact.data.video import write_video
+        from reenact.data.video_writer import write_video
 
         path = folder / f"{stem}.mp4"
         write_video(path, frames, fps)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reenact.utils.messages import first_line
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -72,7 +74,7 @@ def read_png_strip(path: str | Path, max_frames: int | None = None) -> np.ndarra
         with Image.open(path) as image:
             strip = np.asarray(image.convert("RGB"))
     except (OSError, ValueError) as exc:
-        raise EvaluationInputError(f"unreadable image {path} ({exc})") from None
+        raise EvaluationInputError(f"unreadable image {path} ({first_line(exc)})") from None
     height, width = strip.shape[:2]
     if width % height:
         raise EvaluationInputError(
@@ -92,7 +94,7 @@ def load_video(path: str | Path, max_frames: int | None = None) -> np.ndarray:
     try:
         return read_video(path, max_frames=max_frames)
     except VideoError as exc:
-        raise EvaluationInputError(str(exc).splitlines()[0]) from None
+        raise EvaluationInputError(first_line(exc)) from None
 
 
 @dataclass

@@ -19,6 +19,7 @@ from reenact.face.detection import DETECTOR_NAMES
 from reenact.face.landmarks import LANDMARK_BACKENDS
 from reenact.face.optional import require_face_alignment
 from reenact.prepare.clips import OutputOptions, clip_path, is_complete, safe_id
+from reenact.prepare.outdir import output_folder
 from reenact.prepare.report import Failure, PrepareReport, PrepareUsageError
 from reenact.prepare.sources import (
     RAW_SUFFIXES,
@@ -112,13 +113,6 @@ def _check_backends(ns: argparse.Namespace) -> None:
             raise PrepareUsageError(f"{kind} backend {name!r} needs {package} (pip install 'reenact[face]')")
 
 
-def _make_out_dir(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PrepareUsageError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
-
-
 def _output_options(ns: argparse.Namespace) -> OutputOptions:
     return OutputOptions(str(ns.out_dir), ns.size, ns.fmt, ns.landmarks, ns.pose, ns.landmark_backend, ns.device)
 
@@ -201,16 +195,18 @@ def run(args: Sequence[str]) -> PrepareReport:
     report = PrepareReport()
     if ns.mode == "folder":
         tasks: list = _folder_tasks(ns, options, report)
-        _make_out_dir(ns.out_dir)
-        result = execute(tasks, run_folder_task, ns.workers, "folder")
+        function, desc = run_folder_task, "folder"
     else:
         if ns.mode == "voxceleb":
             rows = read_vox_metadata(ns.metadata)
         else:
             rows = read_talkinghead_tubes(ns.tubes, ns.split)
         tasks = _listed_tasks(rows[: ns.limit], ns.raw, options, report)
-        _make_out_dir(ns.out_dir)
-        result = execute(tasks, run_listed_task, ns.workers, ns.mode)
+        function, desc = run_listed_task, ns.mode
+    # The inputs are valid: before any decoding or detection, make sure the results can be written at all,
+    # and keep the folder free of temporaries left by interrupted runs (and by this one, should it fail).
+    with output_folder(ns.out_dir):
+        result = execute(tasks, function, ns.workers, desc)
     report.merge(result)
     report.seconds = time.perf_counter() - started
     return report

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from reenact.data.video import VideoError, iter_frames, read_video, write_frame_folder, write_video
+from reenact.data.video import VideoError, iter_frames, read_video
+from reenact.data.video_writer import write_frame_folder, write_video
 from reenact.face.crop import IntBox, crop_and_resize
 from reenact.face.landmarks import LandmarkDetector, build_landmark_detector, stack_landmarks
 from reenact.face.pose import estimate_head_pose_batch
 from reenact.prepare.report import Failure, PrepareReport
+from reenact.utils.messages import first_line
 
 KEYFRAME_INTERVAL = 8  # short GOP: a random frame read decodes at most 8 frames
 CRF = 18
@@ -173,6 +175,6 @@ def _finish(spec: ClipSpec, frames: np.ndarray, options: OutputOptions, report: 
     try:
         write_clip(clip, frames, spec.fps, options)
     except (OSError, ValueError, RuntimeError) as exc:
-        report.failed.append(Failure(str(clip), f"could not write: {str(exc).splitlines()[0] if str(exc) else exc!r}"))
+        report.failed.append(Failure(str(clip), f"could not write: {first_line(exc)}"))
         return
     report.written.append(str(clip))

@@ -37,6 +37,7 @@ from reenact.prepare.tubes import (
     select_tubes,
     track_tubes,
 )
+from reenact.utils.messages import first_line
 
 MANIFEST_VERSION = 1
 
@@ -193,9 +194,8 @@ def _guarded(function: Callable[[Any], PrepareReport], task: Any) -> PrepareRepo
     try:
         return function(task)
     except Exception as exc:  # one bad video must not end a long run
-        first = str(exc).splitlines()[0] if str(exc) else ""
         report = PrepareReport()
-        report.failed.append(Failure(task.label, f"{type(exc).__name__}: {first}"))
+        report.failed.append(Failure(task.label, f"{type(exc).__name__}: {first_line(exc)}"))
         return report
 
 

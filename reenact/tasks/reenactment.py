@@ -1,35 +1,39 @@
 """The one LightningModule of reenact: trains any model family with manual optimisation.
 
-The model preset decides the networks (``network``: FOMM or the LivePortrait family, both exposing
-``forward(source, driving)``, ``detect``, ``optimizer_groups`` and ``keypoints_2d``), the generator-side
-``objective`` and whether a ``discriminator`` is built. Per step (as the original FOMM loop): one generator
-forward and backward, then one Adam step per network group (e.g. keypoint detector, generator); then, when the GAN
-is on, one discriminator step on detached predictions. Learning rates fall by ``lr_gamma`` at the epoch
-``lr_milestones`` (``lr_schedule: multistep``, the original recipe) or along one half cosine to 0 over
-``trainer.max_epochs`` (``lr_schedule: cosine``), or over ``lr_schedule_epochs`` when that is set and
-shorter: the run then ends with its schedule, since more epochs at a learning rate of 0 change nothing.
+The model preset decides the ``network`` (a :class:`reenact.families.base.ReenactmentFamily`), the generator
+``objective`` (weighted loss terms, :mod:`reenact.losses.terms`) and the ``discriminator``, which is built only when
+a listed term needs one. The task knows families only through that contract. Per step (as the original FOMM loop):
+one generator forward and backward, then one Adam step per optimiser group the family names (e.g. keypoint detector,
+generator); then, with a discriminator, one discriminator step on detached predictions.
+
+Optimisation is staged per group: each group's optimiser and learning-rate scheduler are built from ``_partial_``
+nodes (``optimizer``, ``scheduler``; ``groups.<name>.optimizer`` / ``.scheduler`` override them for one group) with
+the group's rate from ``lr.<name>``. ``groups.<name>`` also sets ``start_epoch`` (the group trains from that epoch
+on), ``frozen`` (never trains: a second stage with the rest fixed) and ``grad_clip`` / ``grad_clip_norm_type``
+(gradient-norm clipping). A group the config does not list trains with the defaults (from epoch 0, no clipping).
+Schedulers step once per epoch.
 Validation reconstructs each held-out video from its first frame and logs ``val/l1`` beside
 ``val/l1_copy_source`` (the error of just showing the source frame) so anyone can see whether motion transfers.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
-from reenact.losses.adversarial import (
-    discriminator_adversarial_loss,
-    feature_matching_loss,
-    generator_adversarial_loss,
-)
-from reenact.losses.objective import ReenactmentObjective
-from reenact.models.geometry import resize_to
+from reenact.families.base import ReenactmentFamily
+from reenact.layers.geometry import resize_to
+from reenact.losses.adversarial import GAN_KINDS, discriminator_adversarial_loss
+from reenact.losses.terms import LossContext, Objective
+from reenact.tasks.schedules import EpochSchedule
+from reenact.utils.finite import NonFiniteError
 from reenact.utils.memory_format import to_channels_last
 
 log = logging.getLogger(__name__)
@@ -40,41 +44,43 @@ DISCRIMINATOR = "discriminator"
 class ReenactmentTask(LightningModule):
     def __init__(
         self,
-        network: nn.Module,
-        objective: ReenactmentObjective,
+        network: ReenactmentFamily,
+        objective: Objective,
         discriminator: Callable[[], nn.Module] | None = None,
         gan_kind: str = "lsgan",
-        generator_gan: float = 0.0,
         discriminator_gan: float = 1.0,
-        feature_matching: list[float] = (10.0, 10.0, 10.0, 10.0),
+        family: str | None = None,
         lr: dict[str, float] | None = None,
-        betas: list[float] = (0.5, 0.999),
-        weight_decay: float = 0.0,
-        lr_schedule: str = "multistep",
-        lr_milestones: list[int] = (),
-        lr_gamma: float = 0.1,
-        lr_schedule_epochs: int | None = None,
-        grad_clip_val: float | None = None,
-        grad_clip_algorithm: str = "norm",
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        groups: dict[str, dict[str, Any]] | None = None,
         val_chunk_frames: int = 16,
         precise_bn_batches: int = 0,
         init_from: str | None = None,
         channels_last: bool = False,
         seed: int = 0,
+        model_config: dict[str, Any] | None = None,
+        data_config: dict[str, Any] | None = None,
     ) -> None:
+        """``model_config`` (the model preset, ``network`` included) and ``data_config`` go into every checkpoint
+        so that :func:`reenact.load_pretrained` can rebuild the network without the Hydra tree."""
         super().__init__()
         self.automatic_optimization = False
         self.network = network
         self.objective = objective
+        if not isinstance(network, ReenactmentFamily):
+            raise TypeError(f"model.network must be a ReenactmentFamily, got {type(network).__qualname__}")
+        if family is not None and family != network.family:
+            raise ValueError(f"model.family is {family!r} but model.network is a {network.family!r} network")
         self.gan_kind = gan_kind
-        self.generator_gan = generator_gan
         self.discriminator_gan = discriminator_gan
-        self.feature_matching = list(feature_matching)
-        # The discriminator only exists when the generator is trained against it: with generator_gan == 0
-        # (FOMM's vox-256 stage) it would be dead weight, and DDP would see unused parameters.
-        self.discriminator = discriminator() if (discriminator is not None and generator_gan > 0) else None
-        groups = list(network.optimizer_groups())
-        self.optimizer_names = groups + ([DISCRIMINATOR] if self.discriminator is not None else [])
+        # The discriminator only exists when a loss term trains the generator against it: without one (FOMM's
+        # vox-256 stage) it would be dead weight, and DDP would see unused parameters.
+        if objective.uses_discriminator and discriminator is None:
+            raise ValueError("model.objective lists an adversarial term but model.discriminator is null")
+        self.discriminator = discriminator() if objective.uses_discriminator else None
+        network_groups = list(network.optimizer_groups())
+        self.optimizer_names = network_groups + ([DISCRIMINATOR] if self.discriminator is not None else [])
         lr = dict(lr or {})
         missing = [name for name in self.optimizer_names if name not in lr]
         unknown = [name for name in lr if name not in self.optimizer_names and name != DISCRIMINATOR]
@@ -83,21 +89,15 @@ class ReenactmentTask(LightningModule):
                 f"model.lr must give one learning rate per optimised network {self.optimizer_names}; "
                 f"missing {missing}, unknown {unknown}"
             )
-        if lr_schedule not in ("multistep", "cosine"):
-            raise ValueError(f"model.lr_schedule: unknown schedule '{lr_schedule}' (expected 'multistep' or 'cosine')")
-        if lr_schedule_epochs is not None and not _is_int_at_least(lr_schedule_epochs, 1):
-            raise ValueError(f"model.lr_schedule_epochs must be a positive integer or null, got {lr_schedule_epochs!r}")
-        if gan_kind not in ("lsgan", "hinge"):
+        self.group_options = {
+            name: GroupOptions.from_config(name, options)
+            for name, options in _group_configs(groups, self.optimizer_names).items()
+        }
+        if gan_kind not in GAN_KINDS:
             raise ValueError(f"model.gan_kind: unknown GAN loss '{gan_kind}' (expected 'lsgan' or 'hinge')")
         self.lr = lr
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.weight_decay = weight_decay
-        self.lr_schedule = lr_schedule
-        self.lr_milestones = list(lr_milestones)
-        self.lr_gamma = lr_gamma
-        self.lr_schedule_epochs = lr_schedule_epochs
-        self.grad_clip_val = grad_clip_val
-        self.grad_clip_algorithm = grad_clip_algorithm
+        self.optimizer_factory = optimizer or functools.partial(torch.optim.Adam, betas=(0.5, 0.999))
+        self.scheduler_factory = scheduler
         self.val_chunk_frames = val_chunk_frames
         if not _is_int_at_least(precise_bn_batches, 0):
             raise ValueError(f"model.precise_bn_batches must be a non-negative integer, got {precise_bn_batches!r}")
@@ -105,9 +105,8 @@ class ReenactmentTask(LightningModule):
         self.init_from = init_from
         self.channels_last = channels_last
         self.seed = seed
-        # Filled by the entry point so that a checkpoint can rebuild its model without the Hydra tree.
-        self.model_config: dict[str, Any] | None = None
-        self.data_config: dict[str, Any] | None = None
+        self.model_config = model_config
+        self.data_config = data_config
         # global step of the last validation (None before the first): the entry point validates the final weights
         # when training stopped between validation epochs (time cap, schedule end)
         self.validated_at_step: int | None = None
@@ -117,46 +116,34 @@ class ReenactmentTask(LightningModule):
         params = dict(self.network.optimizer_groups())
         if self.discriminator is not None:
             params[DISCRIMINATOR] = list(self.discriminator.parameters())
-        optimizers = [
-            torch.optim.Adam(params[name], lr=self.lr[name], betas=self.betas, weight_decay=self.weight_decay)
-            for name in self.optimizer_names
-        ]
-        if self.lr_schedule == "cosine":
-            # A closure is not saved in the scheduler's state_dict: the curve's length is read live (see below).
-            def cosine(epoch: int) -> float:
-                return self._cosine_factor(epoch)
-
-            schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, cosine) for opt in optimizers]
-        else:
-            schedulers = [
-                torch.optim.lr_scheduler.MultiStepLR(opt, milestones=self.lr_milestones, gamma=self.lr_gamma)
-                for opt in optimizers
-            ]
+        optimizers, schedulers = [], []
+        for name in self.optimizer_names:
+            options = self.group_options[name]
+            if options.frozen:
+                for parameter in params[name]:
+                    parameter.requires_grad_(False)  # no gradients computed for it at all
+            make_optimizer = options.optimizer or self.optimizer_factory
+            optimizer = make_optimizer(params[name], lr=self.lr[name])
+            optimizers.append(optimizer)
+            make_scheduler = options.scheduler or self.scheduler_factory
+            if make_scheduler is not None:
+                schedulers.append(make_scheduler(optimizer))
+        if schedulers and len(schedulers) != len(optimizers):
+            raise ValueError("model.scheduler: give every optimiser group a scheduler, or none")
         return optimizers, schedulers
 
-    def _schedule_length(self) -> int:
-        """Epochs of the cosine: trainer.max_epochs, or lr_schedule_epochs when that is shorter."""
-        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
-        lengths = [n for n in (max_epochs, self.lr_schedule_epochs) if n is not None and n > 0]
-        return max(1, min(lengths)) if lengths else 1
-
-    def _cosine_factor(self, epoch: int) -> float:
-        """One half cosine from 1 to 0 over the schedule's length."""
-        total = self._schedule_length()
-        return 0.5 * (1.0 + math.cos(math.pi * min(epoch, total) / total))
+    def _schedulers(self) -> list[Any]:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return []
+        return schedulers if isinstance(schedulers, list) else [schedulers]
 
     def on_train_epoch_start(self) -> None:
-        if self.lr_schedule != "cosine":
-            return
-        # The learning rate is a function of the epoch: set it from the curve, so a run resumed from a checkpoint
-        # follows the uninterrupted run's curve, and one resumed with a larger max_epochs stretches the curve.
-        schedulers = self.lr_schedulers()
-        optimizers = self.optimizers()
-        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        for scheduler, optimizer in zip(schedulers, optimizers, strict=True):
-            for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
-                group["lr"] = base * self._cosine_factor(self.current_epoch)
+        # Closed-form schedules set the rate from the curve, so a run resumed from a checkpoint follows the
+        # uninterrupted run's curve (and one resumed with a longer schedule stretches it).
+        for scheduler in self._schedulers():
+            if isinstance(scheduler, EpochSchedule):
+                scheduler.apply(self.current_epoch)
 
     def _step_seed(self, batch_idx: int) -> int:
         # Randomness inside a step (the equivariance transform) depends only on (seed, rank, epoch, batch), so a
@@ -167,80 +154,72 @@ class ReenactmentTask(LightningModule):
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         by_name = dict(zip(self.optimizer_names, optimizers, strict=True))
-        source, driving = batch["source"], batch["driving"]
+        source = batch["source"]
         devices = [source.device] if source.device.type == "cuda" else []
 
+        self.network.set_progress(self.global_step, self.current_epoch)
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self._step_seed(batch_idx))
-            output = self.network(source, driving)
-            losses, _ = self.objective(self.network, batch, output)
-
-        kp_driving_2d = self.network.keypoints_2d(output["kp_driving"]).detach()
-        if self.discriminator is not None:
-            self.discriminator.requires_grad_(False)
-            driving = resize_to(driving, tuple(output["prediction"].shape[-2:]))
-            fake = self.discriminator(output["prediction"], kp_driving_2d)
-            losses["generator_gan"] = self.generator_gan * generator_adversarial_loss(
-                [pred for _, pred in fake], self.gan_kind
-            )
-            if any(self.feature_matching):
-                with torch.no_grad():
-                    real = self.discriminator(driving, kp_driving_2d)
-                losses["feature_matching"] = feature_matching_loss(
-                    [feats for feats, _ in real], [feats for feats, _ in fake], self.feature_matching
-                )
-            self.discriminator.requires_grad_(True)
+            output = self.network.training_forward(batch)
+            context = LossContext(self.network, batch, output, self.discriminator, self.gan_kind)
+            losses = self.objective(context)
 
         total = torch.stack(list(losses.values())).sum()
         if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"non-finite generator loss at epoch {self.current_epoch} batch {batch_idx}: "
-                + ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            # FiniteModelCheckpoint writes nothing on this error (the forward pass may already have put NaN into
+            # BatchNorm statistics), so last.ckpt remains the last finite state. Only the offending terms are named.
+            bad = {k: v for k, v in losses.items() if not torch.isfinite(v).all()} or losses
+            raise NonFiniteError(
+                f"non-finite loss at epoch {self.current_epoch} batch {batch_idx}: "
+                + ", ".join(f"{k}={v.item():.4g}" for k, v in bad.items())
             )
-        for name in self.optimizer_names:
-            if name != DISCRIMINATOR:
-                by_name[name].zero_grad(set_to_none=True)
+        generator_groups = [name for name in self.optimizer_names if name != DISCRIMINATOR]
+        for name in generator_groups:
+            by_name[name].zero_grad(set_to_none=True)
         self.manual_backward(total)
-        for name in self.optimizer_names:
-            if name != DISCRIMINATOR:
-                self._clip_and_step(by_name[name])
+        for name in generator_groups:
+            self._clip_and_step(name, by_name[name])
 
         logged = {f"train/{k}": v.detach() for k, v in losses.items()}
         if self.discriminator is not None:
             d_opt = by_name[DISCRIMINATOR]
             d_opt.zero_grad(set_to_none=True)
-            real = self.discriminator(driving, kp_driving_2d)
-            fake = self.discriminator(output["prediction"].detach(), kp_driving_2d)
+            condition = context.discriminator_condition()
+            real = self.discriminator(context.target, condition)
+            fake = self.discriminator(output["prediction"].detach(), condition)
             d_loss = self.discriminator_gan * discriminator_adversarial_loss(
                 [pred for _, pred in real], [pred for _, pred in fake], self.gan_kind
             )
             self.manual_backward(d_loss)
-            self._clip_and_step(d_opt)
+            self._clip_and_step(DISCRIMINATOR, d_opt)
             logged["train/discriminator_gan"] = d_loss.detach()
         batch_size = source.shape[0]
         self.log_dict(logged, on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("train/loss", total.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
 
-    def _clip_and_step(self, optimizer: Any) -> None:
-        if self.grad_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_val,
-                                gradient_clip_algorithm=self.grad_clip_algorithm)
+    def _clip_and_step(self, name: str, optimizer: Any) -> None:
+        """Step one group's optimiser unless the group is frozen or starts later; clip its gradients first."""
+        options = self.group_options[name]
+        if options.frozen or self.current_epoch < options.start_epoch:
+            optimizer.zero_grad(set_to_none=True)  # its gradients of this step are discarded, not accumulated
+            return
+        if options.grad_clip:
+            scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+            if scaler is not None:  # fp16 mixed precision: clip the true gradients
+                scaler.unscale_(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer)
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(parameters, options.grad_clip, norm_type=options.grad_clip_norm_type)
         optimizer.step()
 
     def on_train_epoch_end(self) -> None:
+        schedulers = self._schedulers()
         if (
-            self.lr_schedule == "cosine"
-            and self.lr_schedule_epochs is not None
-            and self.current_epoch + 1 >= self._schedule_length()
+            any(isinstance(s, EpochSchedule) and s.ends_training(self.current_epoch) for s in schedulers)
             and not self.trainer.should_stop
         ):
-            log.info("the cosine schedule ends at epoch %d (model.lr_schedule_epochs): stopping",
-                     self.current_epoch + 1)
+            log.info("the learning-rate schedule ends at epoch %d: stopping", self.current_epoch + 1)
             self.trainer.should_stop = True
-        schedulers = self.lr_schedulers()
-        if schedulers is None:
-            return
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+        for scheduler in schedulers:
             scheduler.step()
 
     # ------------------------------------------------------------------ validation
@@ -258,48 +237,11 @@ class ReenactmentTask(LightningModule):
             predictions.append(output["prediction"].clamp(0, 1))
         return torch.cat(predictions)
 
-    def on_validation_start(self) -> None:
-        if self.precise_bn_batches and not self.trainer.sanity_checking:
-            self.recompute_batchnorm_statistics(self.precise_bn_batches)
+    def configure_callbacks(self) -> list[Any]:
+        """PreciseBN (``precise_bn_batches`` > 0) is part of a recipe, so the model preset switches it on."""
+        from reenact.callbacks.precise_bn import PreciseBatchNorm
 
-    @torch.no_grad()
-    def recompute_batchnorm_statistics(self, num_batches: int) -> int:
-        """PreciseBN (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021): replace every BatchNorm's running
-        statistics with plain averages over ``num_batches`` training batches under the current weights.
-
-        The running averages kept during training (momentum 0.1, batches of 8 here) follow the last few batches, and
-        validating with them moved val/l1 by up to 3% between otherwise converged epochs (measured on
-        liveportrait_small). Only the statistics change: every other module runs in eval mode (no spectral-norm power
-        iterations). Under DDP the ranks' averages are averaged. Returns the number of batches used.
-        """
-        norms = [m for m in self.network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not norms or datamodule is None:
-            return 0
-        momenta = [m.momentum for m in norms]
-        was_training = self.network.training
-        self.network.eval()
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average
-            m.train()
-        seen = 0
-        try:
-            with self.trainer.precision_plugin.forward_context():
-                for batch in datamodule.train_dataloader():
-                    if seen == num_batches:
-                        break
-                    self.network(batch["source"].to(self.device), batch["driving"].to(self.device))
-                    seen += 1
-        finally:
-            for m, momentum in zip(norms, momenta, strict=True):
-                m.momentum = momentum
-            self.network.train(was_training)
-        if self.trainer.world_size > 1:
-            for m in norms:
-                m.running_mean.copy_(self.trainer.strategy.reduce(m.running_mean, reduce_op="mean"))
-                m.running_var.copy_(self.trainer.strategy.reduce(m.running_var, reduce_op="mean"))
-        return seen
+        return [PreciseBatchNorm(self.precise_bn_batches)] if self.precise_bn_batches else []
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         video = batch["video"][0]  # (T, 3, H, W): the val loader yields one video per batch
@@ -331,7 +273,7 @@ class ReenactmentTask(LightningModule):
         The discriminator is taken too when the checkpoint has one of the same architecture; otherwise a new one is
         trained, as FOMM's vox-256 -> vox-adv-256 stage does.
         """
-        from reenact.api import CheckpointError, load_module_weights, read_checkpoint
+        from reenact.checkpoints import CheckpointError, load_module_weights, read_checkpoint
 
         checkpoint = read_checkpoint(path)
         load_module_weights(self.network, checkpoint, "network.", path)
@@ -346,10 +288,45 @@ class ReenactmentTask(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["reenact"] = {
-            "family": getattr(self.network, "family", "unknown"),
+            "family": self.network.family,
             "model_config": self.model_config,
             "data_config": self.data_config,
         }
+
+
+@dataclass(frozen=True)
+class GroupOptions:
+    """How one optimiser group trains (see the module docstring)."""
+
+    start_epoch: int = 0
+    frozen: bool = False
+    grad_clip: float | None = None
+    grad_clip_norm_type: float = 2.0
+    optimizer: Callable[..., torch.optim.Optimizer] | None = None
+    scheduler: Callable[[torch.optim.Optimizer], Any] | None = None
+
+    @classmethod
+    def from_config(cls, name: str, options: dict[str, Any]) -> GroupOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"model.groups.{name}: unknown option(s) {unknown}; expected some of {sorted(known)}")
+        merged = {f.name: f.default for f in fields(cls)} | dict(options)
+        if not _is_int_at_least(merged.get("start_epoch", 0), 0):
+            raise ValueError(f"model.groups.{name}.start_epoch must be a non-negative integer")
+        clip = merged["grad_clip"]
+        if clip is not None and not (isinstance(clip, int | float) and clip > 0):
+            raise ValueError(f"model.groups.{name}.grad_clip must be a positive number or null, got {clip!r}")
+        return cls(**merged)
+
+
+def _group_configs(groups: dict[str, dict[str, Any]] | None, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Every optimiser group's options (empty for groups the config does not mention)."""
+    groups = dict(groups or {})
+    unknown = [name for name in groups if name not in names and name != DISCRIMINATOR]
+    if unknown:
+        raise ValueError(f"model.groups names {unknown}, which are not optimiser groups of this model {names}")
+    return {name: dict(groups.get(name) or {}) for name in names}
 
 
 def _is_int_at_least(value: Any, minimum: int) -> bool:

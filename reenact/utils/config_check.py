@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -77,49 +78,117 @@ def _type_matches(value: Any, annotation: Any) -> bool:
     return True  # Callable, TypeVars, Protocols: not checked structurally
 
 
+def _type_name(annotation: Any) -> str:
+    """A type hint in config words: ``Optional[int]`` -> ``int or null``, ``list[int]`` -> ``list of int``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names + (["null"] if type(None) in args else []))
+    if annotation is type(None):
+        return "null"
+    if origin is not None:
+        base = getattr(origin, "__name__", None) or str(origin).replace("typing.", "")
+        if args and origin is tuple and args[-1] is not Ellipsis:
+            return f"[{', '.join(_type_name(a) for a in args)}]"  # a fixed-length list in the YAML
+        if args and origin in (list, tuple, Sequence, typing.Sequence):
+            return f"{base} of {_type_name(args[0])}"
+        return base
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
 def _describe(value: Any) -> str:
     text = repr(value)
     return text if len(text) < 60 else text[:57] + "..."
 
 
-def _check_node(node: DictConfig, where: str) -> None:
+def _signature(node: DictConfig, where: str) -> tuple[Mapping[str, inspect.Parameter], dict[str, Any]] | None:
+    """The parameters and resolved type hints of the node's ``_target_`` (None when it has no signature)."""
     target = import_target(str(node["_target_"]), where)
     func: Callable[..., Any] = target
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):
-        return
+        return None
     try:
         hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
     except Exception:  # unresolved forward references: fall back to raw annotations
         hints = {}
-    params = signature.parameters
+    return signature.parameters, hints
+
+
+def _check_key(node: DictConfig, key: str, where: str, params: Mapping[str, inspect.Parameter],
+               hints: dict[str, Any]) -> None:
+    """Check one key of a ``_target_`` node: a parameter of the target, given a value of its type."""
+    if key in HYDRA_KEYS:
+        return
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    is_partial = bool(node.get("_partial_", False))
+    if key not in params and not accepts_any:
+        allowed = ", ".join(p for p in params if p != "self")
+        raise ConfigError(f"{where}.{key}: unknown key for {node['_target_']} (expected one of: {allowed})")
+    if key not in params:
+        return
+    if OmegaConf.is_missing(node, key):
+        raise ConfigError(f"{where}.{key}: a value is required ('???' was not overridden)")
+    raw = node[key]
+    annotation = hints.get(key, params[key].annotation)
+    if isinstance(raw, DictConfig) and "_target_" in raw:
+        return
+    if not _type_matches(raw, annotation):
+        expected = f"expected {_type_name(annotation)}, got {_describe(raw)}"
+        source = _interpolation_source(node, key)
+        if source is not None:  # name the key the value was set at, which is the one the user typed
+            raise ConfigError(f"{source}: {expected} (used by {where}.{key})")
+        raise ConfigError(f"{where}.{key}: {expected}")
+
+
+def _interpolation_source(node: DictConfig, key: str) -> str | None:
+    """The key that ``node.key`` takes its value from through plain ``${a.b.c}`` references, if it does."""
+    root = node._get_root()
+    child = node._get_node(key)
+    source = None
+    for _ in range(16):  # a chain of references, never a cycle (OmegaConf would have failed on that)
+        if child is None or not child._is_interpolation():
+            break
+        match = re.fullmatch(r"\$\{([A-Za-z_][\w.]*)\}", str(child._value()))
+        if match is None:
+            break
+        source = match.group(1)
+        parent_key, _, name = source.rpartition(".")
+        parent = OmegaConf.select(root, parent_key) if parent_key else root
+        child = parent._get_node(name) if isinstance(parent, DictConfig) else None
+    return source
+
+
+def _check_node(node: DictConfig, where: str) -> None:
+    found = _signature(node, where)
+    if found is None:
+        return
+    params, hints = found
     for key in node.keys():
-        key = str(key)
-        if key in HYDRA_KEYS:
-            continue
-        if key not in params and not accepts_any:
-            allowed = ", ".join(p for p in params if p != "self")
-            raise ConfigError(f"{where}.{key}: unknown key for {node['_target_']} (expected one of: {allowed})")
-        if key not in params:
-            continue
-        if OmegaConf.is_missing(node, key):
-            raise ConfigError(f"{where}.{key}: a value is required ('???' was not overridden)")
-        raw = node[key]
-        annotation = hints.get(key, params[key].annotation)
-        if isinstance(raw, DictConfig) and "_target_" in raw:
-            continue
-        if not _type_matches(raw, annotation):
-            name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-            raise ConfigError(f"{where}.{key}: expected {name}, got {_describe(raw)}")
-    if not is_partial:
+        _check_key(node, str(key), where, params, hints)
+    if not node.get("_partial_", False):
         for name, param in params.items():
             if name == "self" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
                 continue
             if param.default is inspect.Parameter.empty and name not in node:
                 raise ConfigError(f"{where}.{name}: missing required argument of {node['_target_']}")
+
+
+def check_key(cfg: DictConfig, key: str) -> None:
+    """Check the dotted ``key`` alone against the signature of the ``_target_`` that its parent node configures.
+
+    Used on the keys a user overrides, before anything else is checked: a value that other keys interpolate
+    (``trainer.max_epochs`` feeds ``model.scheduler.epochs``) is then reported under the name the user typed.
+    Keys whose parent has no ``_target_``, or that do not exist, are left to :func:`check_instantiable`.
+    """
+    parent_key, _, name = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig) or "_target_" not in parent or name not in parent:
+        return
+    found = _signature(parent, parent_key or "<root>")
+    if found is not None:
+        _check_key(parent, name, parent_key or "<root>", *found)
 
 
 def check_instantiable(cfg: DictConfig, where: str = "") -> None:

@@ -1,4 +1,7 @@
-"""Image grids with keypoints for training and animation visuals (numpy only, no logger dependency)."""
+"""Image grids with keypoints for training and animation visuals, drawn with ``torchvision.utils``.
+
+Images go in and come out as (H, W, 3) uint8 numpy arrays, the form that image writers and loggers take.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,9 @@ import colorsys
 
 import numpy as np
 import torch
+import torchvision.utils
+
+GRID_PAD_VALUE = 255  # white between the tiles of a grid
 
 
 def keypoint_colours(num_kp: int) -> np.ndarray:
@@ -13,7 +19,7 @@ def keypoint_colours(num_kp: int) -> np.ndarray:
     return np.array(
         [[int(255 * c) for c in colorsys.hsv_to_rgb(i / max(num_kp, 1), 1.0, 1.0)] for i in range(num_kp)],
         dtype=np.uint8,
-    )
+    ).reshape(num_kp, 3)
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -25,23 +31,34 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 def draw_keypoints(image: np.ndarray, keypoints: np.ndarray, radius: int = 2) -> np.ndarray:
-    """Draw filled discs at normalised (x, y) keypoints in [-1, 1] (pixel-centre convention) on (H, W, 3) uint8."""
-    out = image.copy()
-    height, width = out.shape[:2]
-    yy, xx = np.mgrid[0:height, 0:width]
-    for colour, (x, y) in zip(keypoint_colours(len(keypoints)), keypoints, strict=True):
-        px, py = (x + 1) * (width - 1) / 2, (y + 1) * (height - 1) / 2
-        out[(xx - px) ** 2 + (yy - py) ** 2 <= radius**2] = colour
-    return out
+    """Filled discs of ``radius`` pixels on a copy of an (H, W, 3) uint8 image, one rainbow colour per keypoint.
+
+    ``keypoints`` is (K, 2) normalised (x, y) in [-1, 1] with -1 and 1 at the centres of the first and last pixels;
+    each disc is centred on the nearest pixel. Later keypoints are drawn over earlier ones.
+    """
+    height, width = image.shape[:2]
+    points = torch.as_tensor(np.asarray(keypoints, dtype=np.float64)).reshape(-1, 2)
+    pixels = ((points + 1) / 2 * torch.tensor([width - 1, height - 1], dtype=torch.float64)).round()
+    canvas = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    for colour, point in zip(keypoint_colours(len(pixels)), pixels, strict=True):
+        canvas = torchvision.utils.draw_keypoints(
+            canvas, point.view(1, 1, 2), colors=tuple(int(c) for c in colour), radius=radius
+        )
+    return canvas.permute(1, 2, 0).numpy().copy()
 
 
 def make_grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
-    """Stack rows of equally sized (H, W, 3) uint8 images into one image with white padding."""
+    """Tile rows of equally sized (H, W, 3) uint8 images into one image, ``pad`` white pixels around each tile.
+
+    The grid has as many columns as the longest row; shorter rows end in white tiles. A single image comes back
+    as it is, without padding (torchvision's ``make_grid`` does that).
+    """
     height, width = rows[0][0].shape[:2]
     cols = max(len(r) for r in rows)
-    grid = np.full((len(rows) * (height + pad) + pad, cols * (width + pad) + pad, 3), 255, dtype=np.uint8)
-    for i, row in enumerate(rows):
-        for j, image in enumerate(row):
-            y, x = pad + i * (height + pad), pad + j * (width + pad)
-            grid[y : y + height, x : x + width] = image
-    return grid
+    blank = torch.full((3, height, width), GRID_PAD_VALUE, dtype=torch.uint8)
+    tiles: list[torch.Tensor] = []
+    for row in rows:
+        tiles += [torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1) for image in row]
+        tiles += [blank] * (cols - len(row))
+    grid = torchvision.utils.make_grid(torch.stack(tiles), nrow=cols, padding=pad, pad_value=GRID_PAD_VALUE)
+    return grid.permute(1, 2, 0).numpy().copy()

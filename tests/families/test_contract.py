@@ -1,0 +1,202 @@
+"""The contract every registered model family passes (reenact.families.base.ReenactmentFamily).
+
+Parametrised over the registry and over every model preset in conf/model: a new family gets these checks by
+registering itself and shipping a preset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+
+from reenact.families.base import ReenactmentFamily, get_family, registered_families
+from reenact.layers.geometry import make_coordinate_grid
+from reenact.losses.terms import LossContext
+from reenact.utils.hydra_utils import CONFIG_DIR, compose_config, to_plain
+
+PRESETS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
+FRAME = 64
+
+
+def compose_model(preset: str):
+    """``cfg.model`` of a preset, offline (no pretrained VGG download)."""
+    cfg = compose_config("train", [f"model={preset}", "paths.root_dir=/tmp", "paths.output_dir=/tmp"])
+    model = cfg.model
+    with open_dict(model):
+        for term in (model.objective.terms or {}).values():
+            if term is not None and "vgg_pretrained" in term:
+                term.vgg_pretrained = False
+    return model
+
+
+def build_task(preset: str):
+    model = compose_model(preset)
+    task = instantiate(model, _partial_=True)(model_config=to_plain(model), data_config={"frame_size": FRAME})
+    return task, model
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.fixture(scope="module")
+def smallest_preset() -> dict[str, str]:
+    """Each family's smallest preset (by network parameters): the one the behavioural checks run on."""
+    best: dict[str, tuple[int, str]] = {}
+    for preset in PRESETS:
+        model = compose_model(preset)
+        count = parameter_count(instantiate(model.network))
+        if model.family not in best or count < best[model.family][0]:
+            best[model.family] = (count, preset)
+    return {family: preset for family, (_, preset) in best.items()}
+
+
+BUILTIN = ["fomm", "liveportrait"]
+
+
+@pytest.fixture(params=BUILTIN)
+def family_task(request: pytest.FixtureRequest, smallest_preset: dict[str, str]):
+    torch.manual_seed(0)
+    task, model = build_task(smallest_preset[request.param])
+    return task, model
+
+
+def frames(batch: int = 2, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    # smooth random images: a coarse field upsampled, so that detectors and warps see structure
+    coarse = torch.rand(batch, 3, 8, 8, generator=generator)
+    return torch.nn.functional.interpolate(coarse, size=(FRAME, FRAME), mode="bilinear", align_corners=False)
+
+
+# ------------------------------------------------------------------------------------------- registry and presets
+def test_builtin_families_are_registered() -> None:
+    families = registered_families()
+    assert set(BUILTIN) <= set(families)
+    for name, cls in families.items():
+        assert issubclass(cls, ReenactmentFamily) and cls.family == name
+
+
+def test_an_unknown_family_is_one_clear_error() -> None:
+    with pytest.raises(KeyError, match="unknown model family 'nope'"):
+        get_family("nope")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_and_instantiates(preset: str) -> None:
+    task, model = build_task(preset)
+    assert task.network.family == model.family
+    assert get_family(model.family) is type(task.network)
+    assert (task.discriminator is not None) == task.objective.uses_discriminator
+    assert set(task.optimizer_names) >= set(task.network.optimizer_groups())
+
+
+def test_every_builtin_family_has_a_preset(smallest_preset: dict[str, str]) -> None:
+    assert set(BUILTIN) <= set(smallest_preset)
+
+
+# ------------------------------------------------------------------------------------------- behaviour
+def test_output_keys_and_shapes(family_task) -> None:
+    task, _ = family_task
+    network = task.network.eval()
+    source, driving = frames(2, 0), frames(2, 1)
+    with torch.no_grad():
+        out = network(source, driving)
+    prediction = out["prediction"]
+    assert prediction.shape[:2] == (2, 3) and prediction.shape[-1] % FRAME == 0
+    for side in ("motion_source", "motion_driving"):
+        motion = out[side]
+        assert motion and all(v.shape[0] == 2 for v in motion.values())
+    points = network.keypoints_2d(out["motion_driving"])
+    if points is not None:
+        assert points.shape[0] == 2 and points.shape[-1] == 2 and torch.isfinite(points).all()
+
+
+def test_identity_motion_gives_the_identity_deformation(family_task) -> None:
+    task, _ = family_task
+    network = task.network.eval()
+    source = frames(2, 3)
+    with torch.no_grad():
+        motion = network.encode_motion(source)
+        out = network.render(source, motion, motion)
+    deformation = out.get("deformation")
+    if deformation is None:
+        pytest.skip("this family has no deformation field")
+    identity = make_coordinate_grid(tuple(deformation.shape[1:-1]))
+    torch.testing.assert_close(deformation, identity.expand_as(deformation), atol=1e-5, rtol=0)
+    if out.get("deformed") is not None:
+        torch.testing.assert_close(out["deformed"], source, atol=1e-4, rtol=0)
+
+
+def test_parameter_groups_partition_the_parameters(family_task) -> None:
+    task, _ = family_task
+    groups = task.network.optimizer_groups()
+    seen = [id(p) for params in groups.values() for p in params]
+    assert len(seen) == len(set(seen)), "a parameter is in two groups"
+    assert set(seen) == {id(p) for p in task.network.parameters()}
+
+
+def test_relative_transfer_with_reference_equal_to_source_returns_the_source_motion(family_task) -> None:
+    task, _ = family_task
+    network = task.network.eval()
+    source = frames(1, 4)
+    with torch.no_grad():
+        motion = network.compact_motion(network.encode_motion(source))
+        moved = network.transfer_motion(motion, motion, motion, relative=True)
+        direct = network.render(source, motion, motion)["prediction"]
+        transferred = network.render(source, motion, moved)["prediction"]
+    for key, value in moved.items():
+        if key in motion:
+            torch.testing.assert_close(value, motion[key], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(transferred, direct, atol=1e-5, rtol=0)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(family_task, tmp_path: Path) -> None:
+    import reenact
+
+    task, _ = family_task
+    checkpoint = {"state_dict": task.state_dict()}
+    task.on_save_checkpoint(checkpoint)
+    path = tmp_path / "model.ckpt"
+    torch.save(checkpoint, path)
+    loaded = reenact.load_pretrained(path)
+    assert loaded.family == task.network.family and loaded.frame_size == FRAME
+    source, driving = frames(2, 5), frames(2, 6)
+    task.network.eval()
+    with torch.no_grad():
+        expected = task.network(source, driving)["prediction"]
+    assert torch.equal(loaded.reconstruct(source, driving)["prediction"], expected)
+    animated = loaded.animate(source[0], driving, relative=True, reference_frame="best")
+    assert animated.shape[0] == 2 and torch.isfinite(animated).all()
+
+
+def test_one_optimisation_step_lowers_the_loss(family_task) -> None:
+    task, _ = family_task
+    network, objective = task.network.train(), task.objective
+    batch = {"source": frames(2, 7), "driving": frames(2, 8)}
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
+
+    def loss() -> torch.Tensor:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # the same equivariance transform both times
+            output = network.training_forward(batch)
+            return sum(objective(LossContext(network, batch, output)).values())
+
+    before = loss()
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    after = loss()
+    assert after.item() < before.item()
+
+
+def test_model_config_travels_in_the_checkpoint(family_task) -> None:
+    task, model = family_task
+    checkpoint: dict = {}
+    task.on_save_checkpoint(checkpoint)
+    stored = checkpoint["reenact"]
+    assert stored["family"] == model.family
+    assert OmegaConf.create(stored["model_config"]).network._target_ == model.network._target_

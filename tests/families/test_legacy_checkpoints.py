@@ -1,0 +1,29 @@
+"""Checkpoints written before the families became plug-ins still load and give the same outputs.
+
+The fixtures are training checkpoints written by commit 7ceca08's ``train.py`` (FOMM at reduced widths, and the
+liveportrait_small preset, each after 4 steps; optimiser states removed to keep them small), with the outputs that
+commit's ``load_pretrained(...).reconstruct`` and ``.animate(relative=True)`` gave for fixed inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import reenact
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy"
+
+
+@pytest.mark.parametrize("family", ["fomm", "liveportrait"])
+def test_a_checkpoint_of_commit_7ceca08_loads_and_reproduces_its_outputs(family: str) -> None:
+    expected = torch.load(FIXTURES / f"{family}_7ceca08_outputs.pt", weights_only=True)
+    model = reenact.load_pretrained(FIXTURES / f"{family}_7ceca08.ckpt", device="cpu", expected_family=family)
+    assert model.family == expected["family"] == family
+    source, driving = expected["source"], expected["driving"]
+    prediction = model.reconstruct(source[:1].expand(4, -1, -1, -1), driving)["prediction"]
+    torch.testing.assert_close(prediction, expected["reconstruct"], atol=1e-6, rtol=0)
+    animated = model.animate(source[0], driving, relative=True)
+    torch.testing.assert_close(animated, expected["animate"], atol=1e-6, rtol=0)
