@@ -4,7 +4,7 @@
     python -m reenact.animate ckpt_path=<run> source=faces/ driving=talk.mp4 output=videos/ paste_back=true
     python -m reenact.animate ckpt_path=<run> source=me.jpg driving=talk.mp4 reference_frame=best side_by_side=true
 
-Options and defaults: ``conf/animate.yaml``. Bad input (no face in the source, an unreadable video, a
+Options and defaults: ``reenact/conf/animate.yaml``. Bad input (no face in the source, an unreadable video, a
 checkpoint of another model family, a missing file) is reported as one line with exit code 2. ``run(cfg)``
 holds the logic so tests call it without Hydra's ``main``; it is a thin layer over
 :func:`reenact.load_pretrained` and :func:`reenact.animation.video_job.animate_files`.
@@ -21,7 +21,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from reenact.animation.errors import AnimationInputError
-from reenact.utils.hydra_utils import CONFIG_DIR, VERSION_BASE
+from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE
 from reenact.utils.messages import one_line
 
 log = logging.getLogger("reenact.animate")
@@ -95,7 +95,7 @@ def run(cfg: DictConfig) -> list[Any]:
     return results
 
 
-@hydra.main(version_base=VERSION_BASE, config_path=str(CONFIG_DIR), config_name="animate")
+@hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="animate")
 def main(cfg: DictConfig) -> None:
     from reenact.errors import USER_ERRORS
 

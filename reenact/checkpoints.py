@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from reenact.errors import ReenactError
 from reenact.utils.messages import first_line
 
 NETWORK_PREFIX = "network."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ReenactError, ValueError):
     """A checkpoint that is missing, unreadable or does not match the requested model (one-line message)."""
 
 

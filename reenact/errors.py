@@ -1,10 +1,15 @@
-"""The exceptions that mean "the user gave us something wrong": reported as one line, never a traceback."""
+"""The one error hierarchy: every error that means "the user gave us something wrong" is a :class:`ReenactError`.
+
+Entry points catch ``USER_ERRORS`` and report such an error as one line with exit status 2, never a traceback.
+Each subclass also keeps the built-in base it had (``ValueError``, ``KeyError``...), so callers that catch those
+still work.
+"""
 
 from __future__ import annotations
 
-from reenact.checkpoints import CheckpointError
-from reenact.utils.config_check import ConfigError
-from reenact.utils.finite import NonFiniteError
+
+class ReenactError(Exception):
+    """Base of every user-facing error: a bad config value, checkpoint, input file, family name..."""
 
 
 def _optional(module: str, name: str) -> tuple[type[BaseException], ...]:
@@ -15,13 +20,10 @@ def _optional(module: str, name: str) -> tuple[type[BaseException], ...]:
         return ()
 
 
+# Hydra wraps a constructor's own error (a ReenactError or a ValueError from a bad config value) in
+# InstantiationException; a missing file is a user error whoever raises it.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError,
-    CheckpointError,
-    NonFiniteError,  # a diverged run: named in one line, the last finite checkpoint kept
+    ReenactError,
     FileNotFoundError,
-    *_optional("reenact.data.datasets", "DatasetError"),
-    *_optional("reenact.data.video", "VideoError"),
     *_optional("hydra.errors", "InstantiationException"),
-    *_optional("reenact.animation.errors", "AnimationInputError"),
 )

@@ -1,4 +1,4 @@
-"""Evaluation entry point: ``python -m reenact.evaluate [key=value ...]`` (config: ``conf/evaluate.yaml``).
+"""Evaluation entry point: ``python -m reenact.evaluate [key=value ...]`` (config: ``reenact/conf/evaluate.yaml``).
 
     python -m reenact.evaluate pred_dir=OUT gt_dir=DATA/test metrics.landmark_backend=dlib
     python -m reenact.evaluate ckpt_path=logs/train/runs/<run> data=voxceleb data.root=DATA save_videos=true
@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reenact.metrics.sources import EvaluationInputError
 from reenact.utils.config_check import check_instantiable
-from reenact.utils.hydra_utils import CONFIG_DIR, VERSION_BASE
+from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE
 from reenact.utils.messages import first_line, one_line
 
 log = logging.getLogger("reenact.evaluate")
@@ -231,7 +231,7 @@ def _plain_config(cfg: DictConfig) -> dict[str, Any]:
         return OmegaConf.to_container(OmegaConf.create(container), resolve=False)
 
 
-@hydra.main(version_base=VERSION_BASE, config_path=str(CONFIG_DIR), config_name="evaluate")
+@hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from reenact.errors import USER_ERRORS
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from hydra.utils import get_class, instantiate
 from torch import nn
 
-from reenact.utils.config_check import ConfigError, check_instantiable
+from reenact.utils.config_check import check_instantiable
 from reenact.utils.hydra_utils import compose_config
 
 
@@ -46,10 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if {"-h", "--help"} & set(overrides):
         print(__doc__.strip())
         return 0
+    from reenact.errors import USER_ERRORS
+    from reenact.utils.messages import one_line
+
     try:
         rows = parameter_table(overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # Hydra's override and composition errors: one line, not its block
+        print(f"error: {one_line(exc, with_type=True)}", file=sys.stderr)
         return 2
     preset = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), "default")
     print(f"model={preset}")

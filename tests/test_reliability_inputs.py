@@ -163,7 +163,7 @@ def test_resume_refuses_a_bad_checkpoint_before_training(checkpoints: dict[str, 
 def test_animate_and_evaluate_stop_on_a_zero_byte_checkpoint_with_one_line(
     checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Both used to fail with IndexError (the first line of torch.load's empty message); the CLIs print
+    """torch.load's message for an empty file is empty: the one line must still say what is wrong. The CLIs print
     ``one_line`` of what ``run``/``evaluate`` raise and exit 2 (the subprocess test below shows that plumbing)."""
     from reenact.animate import run as animate
     from reenact.api import CheckpointError

@@ -53,7 +53,7 @@ def test_training_writes_checkpoints_metrics_and_grids(tmp_path: Path, cache_dir
 
 
 def test_resumed_run_continues_exactly(tmp_path: Path, cache_dir: Path) -> None:
-    # With data-loader workers, as users train: the first resumed epoch used to start from the sampler's epoch 0.
+    # With data-loader workers, as users train: the first resumed epoch must draw the resumed epoch's order.
     common = ["trainer.limit_train_batches=3", "callbacks.reconstruction_visualizer.every_n_epochs=100",
               "data.num_workers=2"]
     uninterrupted = tmp_path / "full"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from reenact.errors import ReenactError
 
-class AnimationInputError(ValueError):
+
+class AnimationInputError(ReenactError, ValueError):
     """A source, driving video, option or output path that animation cannot use."""
 
 

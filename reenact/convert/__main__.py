@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from reenact.convert.keymap import ConversionError
+from reenact.errors import ReenactError
 from reenact.families.base import registered_families
 from reenact.utils.messages import first_line
 
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.source, args.out, preset=args.preset or default_preset, overrides=args.overrides,
             frame_size=args.frame_size,
         )
-    except (ConversionError, OSError) as exc:
+    except (ReenactError, OSError) as exc:  # ConversionError is one
         print(f"error: {first_line(exc)}", file=sys.stderr)
         return 2
     print("\n".join(report.lines()))

@@ -22,12 +22,13 @@ from torch.utils.data import Dataset
 from reenact.data.augmentation import Augmentation
 from reenact.data.sampling import item_random
 from reenact.data.video import VIDEO_SUFFIXES, VideoError, probe_video, read_frames, read_video
+from reenact.errors import ReenactError
 
 log = logging.getLogger(__name__)
 MAX_DRAW_ATTEMPTS = 16
 
 
-class DatasetError(Exception):
+class DatasetError(ReenactError):
     """A dataset folder that cannot be used; the message names the folder."""
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reenact.errors import ReenactError
 
-class VideoError(Exception):
+
+class VideoError(ReenactError):
     """A file or folder that cannot be read as a video; the message names it and says why."""
 
 

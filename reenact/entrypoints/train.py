@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from reenact.utils.config_check import ConfigError, check_instantiable, resolve_or_fail
-from reenact.utils.hydra_utils import CONFIG_DIR, VERSION_BASE, instantiate_collection, to_plain
+from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE, instantiate_collection, to_plain
 
 log = logging.getLogger("reenact.train")
 
@@ -205,7 +205,7 @@ def cli() -> None:
     main()
 
 
-@hydra.main(version_base=VERSION_BASE, config_path=str(CONFIG_DIR), config_name="train")
+@hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 

@@ -35,6 +35,8 @@ from typing import Any, ClassVar, NotRequired, TypedDict
 import torch
 from torch import nn
 
+from reenact.errors import ReenactError
+
 # A family's motion of a batch of B frames: named tensors, each with the batch as its first dimension
 # (keypoints (B, K, 2|3), Jacobians, angles, a latent motion code...). What the names are is the family's business.
 Motion = dict[str, torch.Tensor]
@@ -132,7 +134,7 @@ _FAMILIES: dict[str, type[ReenactmentFamily]] = {}
 BUILTIN_FAMILY_MODULES = ("reenact.families.fomm", "reenact.families.liveportrait")
 
 
-class UnknownFamilyError(KeyError):
+class UnknownFamilyError(ReenactError, KeyError):
     """A family name that no registered family carries."""
 
     def __str__(self) -> str:

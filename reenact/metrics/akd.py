@@ -9,7 +9,10 @@ The definitions follow FOMM's pose-evaluation protocol for faces (cmp_kp.py), ma
   (The original face script skips such frames silently and has no MKR; its body MKR is the analogous
   per-keypoint rate.) Frames without a ground-truth face are counted and skipped, never a crash.
 - Landmarks come from a configurable backend: ``"fan"`` (face-alignment's FAN, the original protocol,
-  needs its weights) or ``"dlib"`` (offline). The two give different numbers; the backend is recorded.
+  needs its weights) or ``"dlib"`` (offline). The two give different numbers; the backend is recorded,
+  with the dlib backend's refinement settings (its landmarks are refined until their box settles, so
+  that a frame shifted by whole pixels reads AKD = the shift; see reenact.face.landmarks).
+- A motion of (dx, dy) pixels reads (|dx| + |dy|) / 2: the mean is over both coordinates.
 """
 
 from __future__ import annotations
@@ -150,8 +153,11 @@ class AKDMetric:
 def landmark_backend_record(
     name: str, detector: object, face_choice: str, frame_size: int = AKD_FRAME_SIZE
 ) -> dict[str, object]:
-    """The provenance of landmark-based scores: backend name, its package version, detector class."""
+    """The provenance of landmark-based scores: backend name, its package version, detector class and settings."""
     packages = _BACKEND_PACKAGES.get(name, (name,))
+    # settings that change the landmarks (the dlib backend's refinement) belong with the numbers
+    settings = getattr(detector, "settings", None)
+    extra = {"detector_settings": dict(settings)} if isinstance(settings, dict) else {}
     return describe(
         packages[0],
         *packages,
@@ -160,4 +166,5 @@ def landmark_backend_record(
         points=68,
         frame_size=frame_size,
         face_choice=face_choice,
+        **extra,
     )

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from reenact.errors import ReenactError
 from reenact.utils.messages import first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(ReenactError, ValueError):
     """Bad evaluation input (missing folder, no videos, unreadable file); the message is one line."""
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from reenact.errors import ReenactError
 from reenact.face.detection import DETECTOR_NAMES
 from reenact.face.landmarks import LANDMARK_BACKENDS
 from reenact.face.optional import require_face_alignment
@@ -38,6 +39,7 @@ from reenact.prepare.tasks import (
     run_listed_task,
 )
 from reenact.prepare.tubes import TubeRules
+from reenact.utils.messages import first_line
 
 
 def _even_size(text: str) -> int:
@@ -215,8 +217,8 @@ def run(args: Sequence[str]) -> PrepareReport:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = run(sys.argv[1:] if argv is None else argv)
-    except PrepareUsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ReenactError as exc:  # PrepareUsageError, VideoError, ConfigError...: one line
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return 2
     print(report.summary())
     return 0

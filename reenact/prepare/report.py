@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reenact.errors import ReenactError
 
-class PrepareUsageError(ValueError):
+
+class PrepareUsageError(ReenactError, ValueError):
     """Bad command-line input (missing metadata file, unreadable CSV row, empty input folder): one line."""
 
 

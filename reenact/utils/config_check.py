@@ -19,10 +19,12 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from reenact.errors import ReenactError
+
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 
-class ConfigError(ValueError):
+class ConfigError(ReenactError, ValueError):
     """A configuration problem; its message is one line naming the offending key."""
 
 

@@ -7,14 +7,16 @@ from typing import Any
 
 import torch
 
+from reenact.errors import ReenactError
+
 DIVERGED_HINT = "training diverged (lower the learning rate or clip gradients: model.groups.<name>.grad_clip)"
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(ReenactError, FloatingPointError):
     """Training produced a NaN or inf (a loss term, a weight or a BatchNorm statistic).
 
-    A user-facing error: the training entry point reports it as one line. It subclasses FloatingPointError,
-    which the non-finite loss check raised before this class existed.
+    A user-facing error: the training entry point reports it as one line. It is also a FloatingPointError, so
+    code that catches that keeps working.
     """
 
 

@@ -14,7 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The configs ship inside the package, so a non-editable install composes them too.
+CONFIG_MODULE = "reenact.conf"
+CONFIG_PATH = f"pkg://{CONFIG_MODULE}"  # for @hydra.main
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"  # the same files, for listing them
 VERSION_BASE = "1.3"
 
 
@@ -30,7 +33,7 @@ def native_cpu_precision() -> str:
 
 
 def launch_dir() -> str:
-    """The folder the command was started in: ``${reenact.cwd:}``, the root of ``conf/paths``.
+    """The folder the command was started in: ``${reenact.cwd:}``, the root of ``reenact/conf/paths``.
 
     Hydra's own ``${hydra:runtime.cwd}`` is only readable once Hydra has set the config of a job, but every
     multirun launcher (basic, joblib, submitit) resolves ``hydra.sweep.dir`` before that, so a root taken from
@@ -88,7 +91,7 @@ if not OmegaConf.has_resolver("reenact.fresh_dir"):
 
 
 def compose_config(config_name: str, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
-    """Compose ``conf/<config_name>.yaml`` with command-line style overrides (used by tests and small CLIs)."""
+    """Compose ``reenact/conf/<config_name>.yaml`` with command-line style overrides (used by tests and small CLIs)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=VERSION_BASE):
         return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)

@@ -1,0 +1,187 @@
+"""Batched animation on tensors: one source image, driving frames in batches, rendered frames out.
+
+    animator = Animator(network, source)                      # source (3, H, W) in [0, 1]
+    motion_all = encode_driving(network, batches)             # the motion of every driving frame (pass 1)
+    reference = choose_reference(network, animator.source_motion, motion_all, "first")
+    for out in animator.render_batches(motion_all, reference):   # (B, 3, H', W') predictions (pass 2)
+        ...
+
+``network`` is any :class:`reenact.families.base.ReenactmentFamily`: the family encodes motion, transfers it and
+renders. Driving motion is encoded for the whole video before anything is rendered, because the reference
+frame (the first, or the one whose pose is closest to the source's) must be known first; motion is small
+(a few hundred numbers per frame), so videos are never held in memory as images. ``precision="bf16"``
+runs the networks under ``torch.autocast`` with bfloat16 (meant for GPUs; it also runs, slowly, on CPU);
+the motion arithmetic stays in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from reenact.animation.errors import AnimationInputError
+from reenact.families.base import (
+    Motion,
+    ReenactmentFamily,
+    concat_motion,
+    expand_motion,
+    motion_length,
+    move_motion,
+    select_motion,
+)
+from reenact.layers.geometry import resize_to
+
+PRECISIONS = ("fp32", "bf16")
+REFERENCE_CHOICES = ("first", "best")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` picks CUDA when available; anything else is passed to ``torch.device``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def progress_bar(total: int, description: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="frame", disable=not enabled, dynamic_ncols=True)
+
+
+def network_device(network: nn.Module) -> torch.device:
+    parameter = next(network.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def batched(frames: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, frames.shape[0], batch_size):
+        yield frames[start : start + batch_size]
+
+
+@torch.no_grad()
+def encode_frames(network: ReenactmentFamily, images: torch.Tensor, precision: str = "fp32") -> Motion:
+    """The family's motion of a batch (B, 3, H, W), compact float32 on the network's device."""
+    device = network_device(network)
+    with autocast(device, precision):
+        motion = network.encode_motion(images.to(device))
+    return network.compact_motion(motion)
+
+
+@torch.no_grad()
+def encode_driving(
+    network: ReenactmentFamily,
+    batches: Iterable[torch.Tensor],
+    precision: str = "fp32",
+    progress: Any = None,
+) -> Motion:
+    """The motion of every driving frame, batch by batch, gathered on the CPU; ``progress`` is a tqdm bar."""
+    parts = []
+    for batch in batches:
+        parts.append(move_motion(encode_frames(network, batch, precision), "cpu"))
+        if progress is not None:
+            progress.update(batch.shape[0])
+    return concat_motion(parts)
+
+
+def choose_reference(network: ReenactmentFamily, source_motion: Motion, motion_all: Motion,
+                     reference_frame: int | str) -> int:
+    """Index of the reference driving frame: ``"first"``, ``"best"`` (pose closest to the source, as the family
+    judges it) or an index."""
+    num_frames = motion_length(motion_all)
+    if reference_frame == "first":
+        return 0
+    if reference_frame == "best":
+        return network.best_reference_frame(move_motion(source_motion, "cpu"), motion_all)
+    if isinstance(reference_frame, int) and not isinstance(reference_frame, bool):
+        if not 0 <= reference_frame < num_frames:
+            raise AnimationInputError(
+                f"reference_frame={reference_frame} is outside the driving video's {num_frames} frames")
+        return reference_frame
+    raise AnimationInputError(f"reference_frame={reference_frame!r}; choose first, best or a frame index")
+
+
+class Animator:
+    """One network and one source image: the source's motion once, then frames for driving motion."""
+
+    def __init__(self, network: ReenactmentFamily, source_image: torch.Tensor, precision: str = "fp32") -> None:
+        if source_image.dim() != 3 or source_image.shape[0] != 3:
+            raise ValueError(f"source_image must be (3, H, W), got {tuple(source_image.shape)}")
+        if not isinstance(network, ReenactmentFamily):
+            raise TypeError(f"{type(network).__qualname__} is not a ReenactmentFamily")
+        self.network = network
+        self.device = network_device(network)
+        self.precision = precision
+        self.source = source_image[None].to(self.device, torch.float32)  # (1, 3, H, W)
+        self.source_motion = encode_frames(network, self.source, precision)
+
+    @torch.no_grad()
+    def render(self, driving_motion: Motion, reference_motion: Motion, relative: bool = True,
+               adapt_movement_scale: bool = False) -> dict[str, Any]:
+        """Frames for a batch of driving motion: ``prediction`` (B, 3, H', W') in [0, 1] and the motion the
+        source was rendered with (``motion``)."""
+        driving_motion = move_motion(driving_motion, self.device)
+        moved = self.network.transfer_motion(self.source_motion, driving_motion,
+                                             move_motion(reference_motion, self.device), relative=relative,
+                                             adapt_movement_scale=adapt_movement_scale)
+        batch = motion_length(driving_motion)
+        with autocast(self.device, self.precision):
+            generated = self.network.render(self.source.expand(batch, -1, -1, -1),
+                                            expand_motion(self.source_motion, batch), moved)
+        return {"prediction": generated["prediction"].float().clamp(0.0, 1.0), "motion": moved}
+
+    def render_batches(self, motion_all: Motion, reference_index: int, batch_size: int = 16,
+                       relative: bool = True, adapt_movement_scale: bool = False,
+                       progress: Any = None) -> Iterator[dict[str, Any]]:
+        """:meth:`render` over all frames in batches; yields each batch's output as soon as it is ready."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        reference_motion = select_motion(motion_all, reference_index)
+        num_frames = motion_length(motion_all)
+        for start in range(0, num_frames, batch_size):
+            batch = select_motion(motion_all, slice(start, start + batch_size))
+            out = self.render(batch, reference_motion, relative, adapt_movement_scale)
+            if progress is not None:
+                progress.update(motion_length(batch))
+            yield out
+
+
+def animate_frames(
+    network: ReenactmentFamily,
+    source_image: torch.Tensor,
+    driving_frames: torch.Tensor,
+    relative: bool = True,
+    adapt_movement_scale: bool = False,
+    batch_size: int = 16,
+    reference_frame: int | str = "first",
+    precision: str = "fp32",
+    progress: bool = False,
+) -> torch.Tensor:
+    """Drive ``source_image`` (3, H, W) with ``driving_frames`` (T, 3, H, W), both in [0, 1]; returns
+    (T, 3, H', W') on the CPU. Driving frames of another size are resized to the source's."""
+    if driving_frames.dim() != 4 or driving_frames.shape[1] != 3 or driving_frames.shape[0] == 0:
+        raise ValueError(f"driving_frames must be (T, 3, H, W) with T >= 1, got {tuple(driving_frames.shape)}")
+    animator = Animator(network, source_image, precision)
+    size = tuple(source_image.shape[-2:])
+    total = driving_frames.shape[0]
+    batches = (resize_to(b.to(animator.device, torch.float32), size) for b in batched(driving_frames, batch_size))
+    with progress_bar(total, "motion", progress) as bar:
+        motion_all = encode_driving(network, batches, precision, bar)
+    reference = choose_reference(network, animator.source_motion, motion_all, reference_frame)
+    with progress_bar(total, "animate", progress) as bar:
+        outputs = [out["prediction"].cpu() for out in animator.render_batches(
+            motion_all, reference, batch_size, relative, adapt_movement_scale, bar)]
+    return torch.cat(outputs)

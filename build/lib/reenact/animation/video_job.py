@@ -1,0 +1,261 @@
+"""Files in, video out: crop the source image(s) and the driving video, animate, write an mp4.
+
+    from reenact.animation.video_job import AnimationOptions, animate_files
+    results = animate_files(model, "portrait.jpg", "talk.mp4", "out.mp4", AnimationOptions(paste_back=True))
+
+The output has the driving video's frame rate and exactly its number of frames (or ``max_frames``), and
+carries its audio when it has some. The driving video is decoded in streams: once to find its face crop,
+once for its motion (shared by all sources), and once more per source only for the side-by-side
+video. A folder of source images gives one video per image; images without a face are skipped there
+(with a warning), while a single source without a face stops with :class:`NoFaceError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reenact.animation.cropping import (
+    CropSettings,
+    build_detector,
+    driving_crop_box,
+    even_size,
+    list_source_images,
+    paste_back,
+    read_image,
+    source_crop_box,
+)
+from reenact.animation.errors import AnimationInputError, NoFaceError
+from reenact.animation.outputs import BackgroundWriter, output_paths, side_by_side_frame
+from reenact.animation.pipeline import Animator, choose_reference, encode_driving, progress_bar
+from reenact.data.video import VideoError, VideoInfo, iter_frames, probe_video
+from reenact.data.video_writer import write_video
+from reenact.face import crop_and_resize
+from reenact.face.crop import IntBox
+from reenact.families.base import Motion, select_motion
+from reenact.utils.constellation import closest_constellation
+from reenact.utils.messages import first_line
+from reenact.utils.visualize import to_uint8
+
+log = logging.getLogger(__name__)
+LANDMARK_SIZE = 256  # crops for dlib's landmarks, whose HOG face detector needs faces of about 80 px or more
+BEST_FRAME_METHODS = ("keypoints", "landmarks")
+
+
+@dataclass(frozen=True)
+class AnimationOptions:
+    relative: bool = True  # relative motion (FOMM normalize_kp / LivePortrait's relative pose); else absolute
+    adapt_movement_scale: bool = False  # FOMM only: scale the motion by the keypoint hulls' size ratio
+    reference_frame: int | str = "first"  # first | best (pose closest to the source) | a frame index
+    best_frame_by: str = "keypoints"  # "best" judged by the model's keypoints, or by 68 dlib landmarks (FOMM demo)
+    batch_size: int = 16
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    max_frames: int | None = None  # animate only the first N driving frames
+    paste_back: bool = False  # put the animated crop back into the full source image
+    side_by_side: bool = False  # also write <output>_side_by_side.mp4: source | driving | result with keypoints
+    progress: bool = True
+    crf: int = 18
+    crop: CropSettings = field(default_factory=CropSettings)
+
+
+@dataclass
+class AnimationResult:
+    source: Path
+    output: Path | None
+    num_frames: int = 0
+    fps: float = 0.0
+    source_box: IntBox | None = None
+    reference_index: int = 0
+    side_by_side: Path | None = None
+    skipped: str | None = None  # why a source of a folder was skipped
+
+
+@dataclass
+class DrivingVideo:
+    path: Path
+    info: VideoInfo
+    crop_box: IntBox
+    num_frames: int
+    motion: Motion | None = None  # the family's motion of every driving frame, once computed
+    landmarks: np.ndarray | None = None  # (T, 68, 2) on LANDMARK_SIZE crops, NaN where no face was found
+
+    def crops(self, size: int) -> Iterator[np.ndarray]:
+        """The cropped frames (size, size, 3) uint8, ``num_frames`` of them."""
+        for frame in itertools.islice(driving_frames(self.path), self.num_frames):
+            yield crop_and_resize(frame, self.crop_box, size)
+
+    def batches(self, size: int, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+        crops = self.crops(size)
+        while chunk := list(itertools.islice(crops, batch_size)):
+            yield image_tensor(np.stack(chunk), device)
+
+
+def image_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).movedim(-1, -3).float() / 255.0
+
+
+def driving_video_error(path: Path, error: VideoError) -> VideoError:
+    """A VideoError that says the *driving video* cannot be decoded: of the two inputs, the message must say
+    which one is broken, and FFmpeg's reason alone (``Invalid data found ...``) names neither."""
+    detail = re.search(r"\((.*)\)$", first_line(error))
+    reason = detail.group(1) if detail else first_line(error)
+    return VideoError(f"driving video {path} cannot be decoded ({reason.removeprefix('cannot be decoded: ')})")
+
+
+def driving_frames(path: Path) -> Iterator[np.ndarray]:
+    """:func:`iter_frames` of the driving video, a decoding failure part-way reported as the driving video's."""
+    try:
+        yield from iter_frames(path)
+    except VideoError as exc:
+        raise driving_video_error(path, exc) from None
+
+
+def prepare_driving(path: str | Path, options: AnimationOptions) -> DrivingVideo:
+    """Probe the driving video and find its fixed face crop (a VideoError naming the driving video when it
+    cannot be decoded)."""
+    path = Path(path)
+    if not path.exists():
+        raise AnimationInputError(f"driving video not found: {path}")
+    try:
+        info = probe_video(path)
+    except VideoError as exc:
+        raise driving_video_error(path, exc) from None
+    num_frames = info.num_frames if options.max_frames is None else min(info.num_frames, options.max_frames)
+    if num_frames < 1:
+        raise AnimationInputError(f"driving video {path}: nothing to animate (max_frames={options.max_frames})")
+    detector = build_detector(options.crop) if options.crop.driving else None
+    frames = itertools.islice(driving_frames(path), num_frames) if options.crop.driving else iter([_blank(info)])
+    box, found = driving_crop_box(frames, path, options.crop, detector, num_frames)
+    if options.crop.driving:
+        log.info("driving %s: face found on %d sampled frames, crop box %s", path.name, found, box)
+    return DrivingVideo(path, info, box, num_frames)
+
+
+def _blank(info: VideoInfo) -> np.ndarray:
+    return np.zeros((info.height, info.width, 3), dtype=np.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def _landmark_detector() -> Any:
+    from reenact.face import build_landmark_detector
+
+    return build_landmark_detector("dlib")  # a few seconds to load: once per process
+
+
+def landmark_reference(source_crop: np.ndarray, source_path: Path, driving: DrivingVideo) -> int:
+    """The driving frame whose 68 landmarks, normalised for position and size, are nearest the source's."""
+    from reenact.face import stack_landmarks
+
+    detector = _landmark_detector()
+    source_points = detector.detect(source_crop)
+    if source_points is None:
+        raise AnimationInputError(f"reference_frame=best: no facial landmarks found in source {source_path}; "
+                                  f"use best_frame_by=keypoints")
+    if driving.landmarks is None:
+        driving.landmarks = stack_landmarks([detector.detect(crop) for crop in driving.crops(LANDMARK_SIZE)])
+    if not np.isfinite(driving.landmarks).all(axis=(1, 2)).any():
+        raise AnimationInputError(f"reference_frame=best: no facial landmarks found in driving video {driving.path}")
+    return closest_constellation(source_points, driving.landmarks)
+
+
+def prepare_source(path: Path, options: AnimationOptions, detector: Any) -> tuple[Path, np.ndarray, IntBox]:
+    """The source image (scaled to ``source_max_dim``) and its face crop box; NoFaceError without a face."""
+    image = read_image(path, options.crop.source_max_dim)
+    box, _ = source_crop_box(image, path, options.crop, detector)
+    return path, image, box
+
+
+def animate_one(model: Any, source: tuple[Path, np.ndarray, IntBox], driving: DrivingVideo, output: Path,
+                options: AnimationOptions) -> AnimationResult:
+    """Animate one prepared source image with the prepared driving video; writes ``output``."""
+    source_path, image, box = source
+    size = model.frame_size
+    source_crop = crop_and_resize(image, box, size)
+    animator = Animator(model.network, image_tensor(source_crop, model.device), options.precision)
+    if driving.motion is None:
+        with progress_bar(driving.num_frames, f"motion {driving.path.name}", options.progress) as bar:
+            driving.motion = encode_driving(
+                model.network, driving.batches(size, options.batch_size, model.device), options.precision, bar)
+    if options.reference_frame == "best" and options.best_frame_by == "landmarks":
+        reference = landmark_reference(crop_and_resize(image, box, LANDMARK_SIZE), source_path, driving)
+    else:
+        reference = choose_reference(model.network, animator.source_motion, driving.motion, options.reference_frame)
+    writer_kwargs: dict[str, Any] = {"crf": options.crf}
+    if driving.info.has_audio:
+        writer_kwargs["audio_source"] = driving.path
+    side_path = output.with_name(f"{output.stem}_side_by_side.mp4") if options.side_by_side else None
+    side_writer = BackgroundWriter(side_path, driving.info.fps, writer_kwargs) if side_path else None
+
+    def points(motion: Motion) -> np.ndarray | None:
+        """(B, K, 2) keypoints for the side-by-side panels, or None for a family without keypoints."""
+        found = model.network.keypoints_2d(motion)
+        return None if found is None else found.float().cpu().numpy()
+
+    def frames() -> Iterator[np.ndarray]:
+        driving_crops: Iterable[np.ndarray] = driving.crops(size) if side_writer else itertools.repeat(None)
+        source_points = points(animator.source_motion)
+        source_kp = None if source_points is None else source_points[0]
+        with progress_bar(driving.num_frames, f"animate {source_path.name}", options.progress) as bar:
+            offset = 0
+            for out in animator.render_batches(driving.motion, reference, options.batch_size, options.relative,
+                                               options.adapt_movement_scale, bar):
+                count = out["prediction"].shape[0]
+                kp_new = points(out["motion"])
+                kp_drv = points(select_motion(driving.motion, slice(offset, offset + count)))
+                for i, prediction in enumerate(out["prediction"]):
+                    result = to_uint8(prediction)
+                    if side_writer is not None:
+                        side_writer.put(side_by_side_frame(source_crop, next(driving_crops), result,
+                                                      [source_kp, None if kp_drv is None else kp_drv[i],
+                                                       None if kp_new is None else kp_new[i]]))
+                    yield even_size(paste_back(image, result, box) if options.paste_back else result)
+                offset += count
+
+    try:
+        written = write_video(output, frames(), driving.info.fps, **writer_kwargs)
+    except BaseException:
+        if side_writer is not None:
+            side_writer.close(abort=True)
+        raise
+    if side_writer is not None:
+        side_writer.close()
+    return AnimationResult(source_path, output, written, driving.info.fps, box, reference, side_path)
+
+
+def animate_files(model: Any, source: str | Path, driving: str | Path, output: str | Path | None = None,
+                  options: AnimationOptions | None = None, default_dir: str | Path = ".") -> list[AnimationResult]:
+    """Animate a source image (or every image of a folder) with a driving video; one result per source."""
+    options = options or AnimationOptions()
+    if options.batch_size < 1:
+        raise AnimationInputError(f"batch_size must be >= 1, got {options.batch_size}")
+    if options.best_frame_by not in BEST_FRAME_METHODS:
+        raise AnimationInputError(f"best_frame_by={options.best_frame_by!r}; choose {' or '.join(BEST_FRAME_METHODS)}")
+    sources = list_source_images(source)
+    outputs = output_paths(sources, Path(driving), output, Path(default_dir))
+    detector = build_detector(options.crop) if options.crop.source else None
+    # a single source is checked for a face before the (slower) pass over the driving video
+    first = prepare_source(sources[0], options, detector) if len(sources) == 1 else None
+    prepared = prepare_driving(driving, options)
+    results = []
+    for source_path, output_path in zip(sources, outputs, strict=True):
+        try:
+            source_image = first or prepare_source(source_path, options, detector)
+            results.append(animate_one(model, source_image, prepared, output_path, options))
+        except NoFaceError as exc:
+            if len(sources) == 1:
+                raise
+            log.warning("skipped %s: %s", source_path.name, exc)
+            results.append(AnimationResult(source_path, None, skipped=str(exc)))
+    if all(r.skipped for r in results):
+        raise NoFaceError(f"no face found in any of the {len(sources)} source images in {source}")
+    return results

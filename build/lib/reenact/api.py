@@ -1,0 +1,106 @@
+"""Python API: load a trained checkpoint and run it.
+
+    import reenact
+    model = reenact.load_pretrained("logs/train/runs/<run>/checkpoints/last.ckpt", device="cpu")
+    out = model.reconstruct(source, driving)          # tensors (B, 3, H, W) in [0, 1]
+    frames = model.animate(source_image, driving_frames, relative=True)   # (T, 3, H, W)
+
+Files in, video out (face cropping, audio, paste-back): :func:`reenact.animation.video_job.animate_files`, or
+``python -m reenact.animate ckpt_path=CKPT source=IMAGE driving=VIDEO output=OUT.mp4``.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: a checkpoint is data, never code. The network is
+rebuilt from the model config stored in the checkpoint by the training task.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from reenact.checkpoints import (
+    NETWORK_PREFIX,
+    CheckpointError,
+    checkpoint_metadata,
+    load_module_weights,
+    read_checkpoint,
+)
+from reenact.families.base import ReenactmentFamily, get_family
+
+__all__ = ["CheckpointError", "PretrainedModel", "load_pretrained", "read_checkpoint"]
+
+class PretrainedModel:
+    """A trained network in eval mode with the two operations users need: reconstruct and animate."""
+
+    def __init__(
+        self, network: ReenactmentFamily, frame_size: int, device: torch.device, config: dict[str, Any]
+    ) -> None:
+        self.network = network.eval().to(device)
+        self.frame_size = frame_size
+        self.device = device
+        self.config = config
+        self.family: str = network.family
+
+    @torch.no_grad()
+    def reconstruct(self, source: torch.Tensor, driving: torch.Tensor) -> dict[str, Any]:
+        """source, driving: (B, 3, H, W) in [0, 1] -> the family's output: ``prediction`` (B, 3, H', W'),
+        ``motion_source``, ``motion_driving`` and, where the family has them, ``deformation``, ``occlusion_map``,
+        ``deformed`` (:class:`reenact.families.base.ModelOutput`)."""
+        return self.network(source.to(self.device), driving.to(self.device))
+
+    @torch.no_grad()
+    def animate(
+        self,
+        source_image: torch.Tensor,
+        driving_frames: torch.Tensor,
+        relative: bool = True,
+        adapt_movement_scale: bool = False,
+        batch_size: int = 16,
+        reference_frame: int | str = "first",
+        precision: str = "fp32",
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Drive one source image (3, H, W) with frames (T, 3, H, W), both in [0, 1] and already cropped;
+        returns (T, 3, H', W') in [0, 1] on the CPU. Inputs of another size are resized to ``frame_size``.
+
+        relative: the family's relative motion transfer (FOMM's normalize_kp, LivePortrait's relative pose);
+        False uses the driving frames' motion as it is. adapt_movement_scale: where the family supports it
+        (FOMM). reference_frame: ``"first"``, ``"best"`` (the driving frame whose pose is closest to the
+        source's) or a frame index. precision: ``"fp32"`` or ``"bf16"`` (autocast).
+        """
+        from reenact.animation.pipeline import animate_frames
+        from reenact.layers.geometry import resize_to
+
+        size = (self.frame_size, self.frame_size)
+        source = resize_to(source_image[None].to(self.device, torch.float32), size)[0]
+        return animate_frames(self.network, source, driving_frames, relative=relative,
+                              adapt_movement_scale=adapt_movement_scale, batch_size=batch_size,
+                              reference_frame=reference_frame, precision=precision, progress=progress)
+
+
+def load_pretrained(
+    path: str | Path, device: str | torch.device = "cpu", expected_family: str | None = None
+) -> PretrainedModel:
+    """The network of a training checkpoint (a file or a run directory), in eval mode on ``device``
+    (``"auto"``: CUDA when available). ``expected_family`` (a registered family name) makes a checkpoint
+    of another family fail with a one-line :class:`CheckpointError` before anything is built, as does any
+    checkpoint :func:`read_checkpoint` refuses (missing, empty, truncated, holding code or NaN/inf tensors)."""
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint_metadata(checkpoint, path)
+    model_config, family = meta["model_config"], str(meta["family"])
+    if expected_family is not None and family != expected_family:
+        raise CheckpointError(f"checkpoint {path} holds a {family!r} model, not the requested {expected_family!r}")
+    network = instantiate(OmegaConf.create(model_config["network"]))
+    if not isinstance(network, ReenactmentFamily) or network.family != family:
+        raise CheckpointError(f"checkpoint {path} says family {family!r} but its network config builds "
+                              f"{type(network).__qualname__}")
+    get_family(family)  # registered (instantiating the network imported its module)
+    load_module_weights(network, checkpoint, NETWORK_PREFIX, str(path))  # the checkpoint already read, not again
+    data_config = meta.get("data_config") or {}
+    frame_size = int(data_config.get("frame_size", 256))
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return PretrainedModel(network, frame_size, torch.device(device), model_config)

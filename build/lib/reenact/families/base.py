@@ -1,0 +1,220 @@
+"""The contract between reenact's shared code and a model family, and the registry of families.
+
+A *family* is one way of moving a face (FOMM's 2D keypoints with Jacobians, LivePortrait's 3D keypoint volume
+warp, ...). The training task, the loss terms, animation, evaluation, export and conversion only ever talk to a
+family through :class:`ReenactmentFamily`; none of them compares family names or looks for family-specific keys.
+
+What a family provides:
+
+- ``forward(source, driving)`` and ``training_forward(batch)``: the reconstruction of the driving frame, a
+  :class:`ModelOutput`. ``training_forward`` is what the task calls; a family that uses several source images per
+  sample, or anything else from the batch, overrides it. ``set_progress(step, epoch)`` is called before every
+  training step for behaviour that depends on training progress.
+- ``encode_motion(frames)``: the family's :data:`Motion` of a batch of frames (keypoints, pose, a motion
+  code...); ``compact_motion`` keeps the entries animation stores per driving frame; ``render(source,
+  source_motion, driving_motion)`` renders the source moved to the given motion.
+- ``transfer_motion``: the motion that makes the source follow a driving frame, relative to a reference driving
+  frame or absolute; ``best_reference_frame``: the driving frame whose pose is closest to the source's.
+- ``keypoints_2d(motion)``: (B, K, 2) points in normalised [-1, 1] coordinates for drawing and for a
+  keypoint-conditioned discriminator, or ``None`` for a family without keypoints (then nothing draws or conditions
+  on them).
+- ``optimizer_groups()``: the parameters of each optimiser group, a partition of the family's parameters.
+- ``parameter_report()``: the networks ``python -m reenact.info`` lists with their parameter counts.
+- ``converter``: optionally, the function importing a published release (see :mod:`reenact.convert`).
+
+Families register themselves with :func:`register_family` under the name that configs (``model.family``) and
+checkpoints carry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Any, ClassVar, NotRequired, TypedDict
+
+import torch
+from torch import nn
+
+from reenact.errors import ReenactError
+
+# A family's motion of a batch of B frames: named tensors, each with the batch as its first dimension
+# (keypoints (B, K, 2|3), Jacobians, angles, a latent motion code...). What the names are is the family's business.
+Motion = dict[str, torch.Tensor]
+
+
+class ModelOutput(TypedDict):
+    """What a family's forward returns. Only ``prediction`` is required; loss terms declare which other keys they
+    read and fail with one line naming the family when a key they need is missing."""
+
+    prediction: torch.Tensor  # (B, 3, H', W') in [0, 1]; H' = H or a multiple of it
+    motion_source: NotRequired[Motion | None]  # the source frames' motion
+    motion_driving: NotRequired[Motion | None]  # the motion the prediction was rendered with
+    deformation: NotRequired[torch.Tensor | None]  # flow (B, h, w, 2) or volume flow (B, D, h, w, 3)
+    occlusion_map: NotRequired[torch.Tensor | None]  # (B, 1, h, w) in [0, 1]
+    deformed: NotRequired[torch.Tensor | None]  # (B, 3, H, W): the source warped by the model's own flow
+
+
+class ReenactmentFamily(nn.Module):
+    """Base class of every family's top-level network (see the module docstring for the contract)."""
+
+    family: ClassVar[str] = ""
+    # "module:function" importing a published release: function(source, out, preset=, overrides=, frame_size=)
+    # writes a checkpoint and returns a report (see reenact.convert); None when the family has none
+    converter: ClassVar[str | None] = None
+    # the preset the converter builds by default (the release's sizes)
+    converter_preset: ClassVar[str | None] = None
+
+    # ------------------------------------------------------------------ training
+    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> ModelOutput:
+        """source, driving: (B, 3, H, W) in [0, 1] -> the reconstruction of ``driving`` from ``source``."""
+        raise NotImplementedError
+
+    def training_forward(self, batch: dict[str, Any]) -> ModelOutput:
+        """The task's forward on a training batch; the default reconstructs ``driving`` from ``source``."""
+        return self(batch["source"], batch["driving"])
+
+    def set_progress(self, step: int, epoch: int) -> None:
+        """Called before every training step; families whose behaviour follows training progress override it."""
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters per optimiser group; together the groups hold every trainable parameter exactly once."""
+        return {"generator": list(self.parameters())}
+
+    # ------------------------------------------------------------------ motion and rendering
+    def encode_motion(self, frames: torch.Tensor) -> Motion:
+        """frames (B, 3, H, W) in [0, 1] -> their motion (differentiable: loss terms use it too)."""
+        raise NotImplementedError
+
+    def compact_motion(self, motion: Motion) -> Motion:
+        """The entries animation stores per driving frame, detached float32 (autocast may give bf16)."""
+        return {k: v.detach().float() for k, v in motion.items()}
+
+    def render(self, source: torch.Tensor, source_motion: Motion, driving_motion: Motion) -> ModelOutput:
+        """source (B, 3, H, W) with its motion -> the source moved to ``driving_motion`` (batch B each)."""
+        raise NotImplementedError
+
+    def transfer_motion(
+        self,
+        source_motion: Motion,
+        driving_motion: Motion,
+        reference_motion: Motion,
+        relative: bool = True,
+        adapt_movement_scale: bool = False,
+    ) -> Motion:
+        """The motion that makes the source (batch 1) follow each driving frame (batch B).
+
+        relative: the source moves as the driving face moved since the reference frame (batch 1); absolute: the
+        driving frames' motion as it is. The default is absolute for both, for families without a relative form.
+        """
+        return driving_motion
+
+    def best_reference_frame(self, source_motion: Motion, driving_motion: Motion) -> int:
+        """Index of the driving frame (of T in ``driving_motion``) whose pose is closest to the source's (batch 1).
+        The default compares the 2D keypoints; families without keypoints return 0."""
+        from reenact.utils.constellation import closest_constellation
+
+        source_points, driving_points = self.keypoints_2d(source_motion), self.keypoints_2d(driving_motion)
+        if source_points is None or driving_points is None:
+            return 0
+        return closest_constellation(source_points[0].float().cpu().numpy(), driving_points.float().cpu().numpy())
+
+    def keypoints_2d(self, motion: Motion | None) -> torch.Tensor | None:
+        """(B, K, 2) points in normalised [-1, 1] (x, y) coordinates, or None for a family without keypoints."""
+        return None
+
+    def parameter_report(self) -> list[tuple[str, nn.Module]]:
+        """The sub-networks worth a parameter count of their own (default: the direct children)."""
+        return list(self.named_children())
+
+
+# ---------------------------------------------------------------------------------------------- registry
+_FAMILIES: dict[str, type[ReenactmentFamily]] = {}
+# Modules that define the families shipped with reenact; imported on first lookup so that ``get_family`` works
+# without the caller importing them.
+BUILTIN_FAMILY_MODULES = ("reenact.families.fomm", "reenact.families.liveportrait")
+
+
+class UnknownFamilyError(ReenactError, KeyError):
+    """A family name that no registered family carries."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown model family"
+
+
+def register_family(cls: type[ReenactmentFamily]) -> type[ReenactmentFamily]:
+    """Class decorator: makes ``cls`` known under ``cls.family``. Registering a different class under a name
+    already taken is an error; re-registering the same class (a module reloaded) is not."""
+    name = cls.family
+    if not name:
+        raise ValueError(f"{cls.__qualname__} must set a non-empty class attribute 'family'")
+    existing = _FAMILIES.get(name)
+    if existing is not None and existing.__qualname__ != cls.__qualname__:
+        raise ValueError(
+            f"model family {name!r} is already registered by {existing.__module__}.{existing.__qualname__}"
+        )
+    _FAMILIES[name] = cls
+    return cls
+
+
+def _load_builtin_families() -> None:
+    for module in BUILTIN_FAMILY_MODULES:
+        importlib.import_module(module)
+
+
+def get_family(name: str) -> type[ReenactmentFamily]:
+    """The registered family class called ``name``."""
+    _load_builtin_families()
+    if name not in _FAMILIES:
+        raise UnknownFamilyError(f"unknown model family {name!r}; registered: {', '.join(sorted(_FAMILIES))}")
+    return _FAMILIES[name]
+
+
+def registered_families() -> dict[str, type[ReenactmentFamily]]:
+    """Every registered family by name (the built-in ones and any registered since)."""
+    _load_builtin_families()
+    return dict(sorted(_FAMILIES.items()))
+
+
+def family_of(network: nn.Module) -> str:
+    """The family name of a network instance (its class attribute ``family``)."""
+    if not isinstance(network, ReenactmentFamily):
+        raise TypeError(f"{type(network).__qualname__} is not a ReenactmentFamily")
+    return network.family
+
+
+def iter_motion(motion: Motion, batch_size: int) -> Iterator[Motion]:
+    """Consecutive slices of at most ``batch_size`` frames of a motion."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    length = motion_length(motion)
+    for start in range(0, length, batch_size):
+        yield select_motion(motion, slice(start, start + batch_size))
+
+
+def motion_length(motion: Motion) -> int:
+    """The number of frames of a motion (its tensors' first dimension)."""
+    if not motion:
+        raise ValueError("empty motion: it has no entries")
+    return next(iter(motion.values())).shape[0]
+
+
+def select_motion(motion: Motion, index: int | slice | torch.Tensor) -> Motion:
+    """Frames ``index`` of every tensor; an int keeps the batch dimension (size 1)."""
+    if isinstance(index, int):
+        index = slice(index, index + 1)
+    return {k: v[index] for k, v in motion.items()}
+
+
+def concat_motion(parts: list[Motion]) -> Motion:
+    if not parts:
+        raise ValueError("no motion to concatenate (empty driving video?)")
+    return {k: torch.cat([p[k] for p in parts], dim=0) for k in parts[0]}
+
+
+def move_motion(motion: Motion, device: torch.device | str) -> Motion:
+    return {k: v.to(device) for k, v in motion.items()}
+
+
+def expand_motion(motion: Motion, batch: int) -> Motion:
+    """A batch-1 motion viewed as ``batch`` copies (no memory copy)."""
+    return {k: v.expand(batch, *v.shape[1:]) for k, v in motion.items()}

@@ -1,0 +1,132 @@
+"""Official LivePortrait base models -> reenact's ``liveportrait`` preset.
+
+The release (HuggingFace ``KwaiVGI/LivePortrait``, folder ``liveportrait/base_models``) has one file per network:
+``appearance_feature_extractor`` (F), ``motion_extractor`` (M), ``warping_module`` (W) and ``spade_generator``
+(G), as ``.pth`` (or ``.safetensors`` in re-uploads). SOURCE is the folder holding the four files, or a folder
+with ``liveportrait/base_models`` inside (the HuggingFace download itself). The stitching and retargeting MLPs
+(``retargeting_models/stitching_retargeting_module.pth``) are not part of reenact's model and are not read.
+
+Keys: our F, M, W, G use the released names, except that M's heads are ``fc_*`` where the release has
+``detector.fc_*``, and G's spectral-norm keys (see :mod:`reenact.convert.keymap`). The converted model config
+sets ``warping_network.dense_motion_params.align_corners=false``: the release samples its corner-aligned
+coordinate grid with ``grid_sample(align_corners=False)``, and its weights only compute what they were trained
+to compute under that convention; and ``warped_skips=false``, because the release has no such connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from reenact.convert.checkpoint import (
+    NETWORK,
+    build_targets,
+    compose_model_config,
+    lightning_checkpoint,
+    save_checkpoint,
+    usage_notes,
+)
+from reenact.convert.keymap import SPECTRAL_NORM_RENAMES, ConversionError, ConversionReport, Rename, convert_state
+from reenact.convert.sources import load_state_file
+
+FAMILY = "liveportrait"
+DEFAULT_PRESET = "liveportrait"
+# released file stem -> our submodule of LivePortraitModel
+FILES = {
+    "appearance_feature_extractor": "appearance_feature_extractor",
+    "motion_extractor": "motion_extractor",
+    "warping_module": "warping_network",
+    "spade_generator": "spade_decoder",
+}
+EXTENSIONS = (".pth", ".safetensors")
+HUGGINGFACE_SUBFOLDER = Path("liveportrait") / "base_models"
+RENAMES = (
+    Rename("motion_extractor.detector.fc_", f"{NETWORK}.motion_extractor.fc_"),  # before the plain M prefix
+    *(Rename(f"{stem}.", f"{NETWORK}.{ours}.") for stem, ours in FILES.items()),
+    *SPECTRAL_NORM_RENAMES,
+)
+# the release samples with align_corners=False and has no warped skips (an option of reenact's small preset)
+RELEASED_CONVENTION = (
+    "model.network.warping_network.dense_motion_params.align_corners=false",
+    "model.network.warped_skips=false",
+    "model.network.warping_network.estimate_occlusion_map=true",
+)
+
+
+def find_liveportrait_files(source: str | Path) -> dict[str, Path]:
+    """The four base-model files in ``source`` (or in ``source/liveportrait/base_models``), by released stem."""
+    folder = Path(source)
+    if not folder.is_dir():
+        raise ConversionError(f"LivePortrait SOURCE must be a folder holding the four base models, got {folder}")
+    if not any((folder / f"{stem}{ext}").is_file() for stem in FILES for ext in EXTENSIONS):
+        if (folder / HUGGINGFACE_SUBFOLDER).is_dir():
+            folder = folder / HUGGINGFACE_SUBFOLDER
+    found: dict[str, Path] = {}
+    missing, ambiguous = [], []
+    for stem in FILES:
+        candidates = [folder / f"{stem}{ext}" for ext in EXTENSIONS if (folder / f"{stem}{ext}").is_file()]
+        if not candidates:
+            missing.append(f"{stem}{{{','.join(EXTENSIONS)}}}")
+        elif len(candidates) > 1:
+            ambiguous.append(stem)
+        else:
+            found[stem] = candidates[0]
+    if missing or ambiguous:
+        problems = [f"missing {missing}" if missing else "",
+                    f"both .pth and .safetensors: {ambiguous}" if ambiguous else ""]
+        raise ConversionError(f"{folder}: LivePortrait base models " + "; ".join(p for p in problems if p))
+    return found
+
+
+def convert_liveportrait_states(
+    states: Mapping[str, Mapping[str, torch.Tensor]],
+    where: str,
+    preset: str = DEFAULT_PRESET,
+    overrides: Sequence[str] = (),
+) -> tuple[dict[str, torch.Tensor], DictConfig, ConversionReport]:
+    """``states``: released stem -> that file's state dict. Returns our state dict, model config and report."""
+    unknown = [stem for stem in states if stem not in FILES]
+    absent = [stem for stem in FILES if stem not in states]
+    if unknown or absent:
+        raise ConversionError(
+            f"{where}: LivePortrait needs the files {list(FILES)}; missing {absent}, unknown {unknown}"
+        )
+    tensors = {f"{stem}.{key}": value for stem, state in states.items() for key, value in state.items()}
+    report = ConversionReport(source_format="liveportrait", source=where, preset=preset)
+    family = compose_model_config(preset).get("family")  # before overriding LivePortrait-only keys
+    if family != FAMILY:
+        raise ConversionError(f"preset '{preset}' is not a LivePortrait preset (family {family})")
+    model_cfg = compose_model_config(preset, [*RELEASED_CONVENTION, *overrides])
+    if model_cfg.network.warping_network.dense_motion_params.get("align_corners", True):
+        report.notes.append(
+            "align_corners=true was requested: the released weights were trained with align_corners=false, "
+            "so outputs will differ from the released code"
+        )
+    else:
+        report.notes.append(
+            "stored model config: warping_network.dense_motion_params.align_corners=false, the released sampling"
+        )
+    state = convert_state(tensors, build_targets(model_cfg, with_discriminator=False), RENAMES, report)
+    report.notes.append("the release has no discriminator; a GAN fine-tune starts a new one")
+    return state, model_cfg, report
+
+
+def convert_liveportrait(
+    source: str | Path,
+    out: str | Path,
+    preset: str = DEFAULT_PRESET,
+    overrides: Sequence[str] = (),
+    frame_size: int = 256,
+) -> ConversionReport:
+    """Convert the released base models in the folder ``source`` into the reenact checkpoint ``out``."""
+    out = Path(out)
+    files = find_liveportrait_files(source)
+    states = {stem: load_state_file(path) for stem, path in files.items()}
+    where = str(next(iter(files.values())).parent)
+    state, model_cfg, report = convert_liveportrait_states(states, where, preset, overrides)
+    save_checkpoint(lightning_checkpoint(state, "liveportrait", model_cfg, frame_size, report), out)
+    report.notes.extend(usage_notes(out, [f"model={preset}", *RELEASED_CONVENTION, *overrides]))
+    return report
