@@ -13,6 +13,10 @@ moves right by dx and down by dy). AKD is scored through the evaluation path (``
 after it (the default refinement), and the ratio of each to the expected value; a ratio within 0.9-1.1 passes.
 The identical clip (shift 0,0) must read 0. Also printed: seconds per frame of landmark detection (wall clock
 and CPU time of this process) for each setting.
+
+``--calibrate`` instead measures, on the unrefined landmarks of the cropped clips, where dlib's HOG box lies
+relative to the landmarks predicted in it: the constants ``BOX_SIDE_PER_RMS``, ``BOX_CENTRE_RAISE`` and
+``FACE_ASPECT`` of reenact.face.landmarks.
 """
 
 from __future__ import annotations
@@ -59,6 +63,28 @@ def timed_landmarks(frames: np.ndarray, detector: object) -> tuple[list[np.ndarr
     return points, (time.perf_counter() - wall) / len(frames), (time.process_time() - cpu) / len(frames)
 
 
+def calibrate(faces: Path, clips: list[str], count: int) -> str:
+    """Mean and spread of the HOG box relative to the landmarks predicted in it (first HOG face per frame)."""
+    detector = build_landmark_detector("dlib", face_choice="first", refine_iterations=0)
+    side_per_rms, raise_, aspect = [], [], []
+    for clip in clips:
+        for frame in clip_frames(faces / f"{clip}.mp4", count):
+            boxes = detector._hog.detect(frame) or detector._hog_up.detect(frame)
+            if not boxes:
+                continue
+            box = boxes[0]
+            points = detector.detect_in_box(frame, box)
+            mean = points.mean(axis=0)
+            spread = ((points - mean) ** 2).mean(axis=0)  # per axis
+            side_per_rms.append(box.width / np.sqrt(spread.sum()))
+            raise_.append((mean[1] - box.center[1]) / box.height)
+            aspect.append(np.sqrt(spread[0] / spread[1]))
+    lines = [f"{len(aspect)} frames of {', '.join(clips)}", "", "| constant | mean | std |", "|---|---|---|"]
+    for name, values in (("BOX_SIDE_PER_RMS", side_per_rms), ("BOX_CENTRE_RAISE", raise_), ("FACE_ASPECT", aspect)):
+        lines.append(f"| {name} | {np.mean(values):.3f} | {np.std(values):.3f} |")
+    return "\n".join(lines)
+
+
 def parse_shift(text: str) -> tuple[int, int]:
     dx, dy = (int(v) for v in text.split(","))
     return dx, dy
@@ -73,12 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refine-iterations", type=int, default=REFINE_ITERATIONS,
                         help="the 'after' setting (the 'before' one is always 0)")
     parser.add_argument("--output", type=Path, default=None, help="also write the markdown tables here")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="print the HOG-box constants measured on the cropped clips (all but d13) instead")
     args = parser.parse_args(argv)
 
     clips = args.clips or sorted((p.stem for p in args.faces.glob("*.mp4")), key=lambda n: int(n.lstrip("d")))
     if not clips:
         print(f"error: no clips found in {args.faces}", file=sys.stderr)
         return 2
+    if args.calibrate:
+        # d13 is a whole desk scene squeezed into 256 x 256: its faces are stretched, not what HOG was made for
+        print(calibrate(args.faces, [c for c in clips if c != "d13"] if args.clips is None else clips, args.frames))
+        return 0
     shifts = [parse_shift(s) for s in args.shifts]
     settings = {"before": 0, "after": args.refine_iterations}
     detectors = {name: build_landmark_detector("dlib", face_choice="first", refine_iterations=iterations)

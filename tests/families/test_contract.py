@@ -172,6 +172,19 @@ def test_checkpoint_round_trip_gives_identical_outputs(family_task, tmp_path: Pa
     animated = loaded.animate(source[0], driving, relative=True, reference_frame="best")
     assert animated.shape[0] == 2 and torch.isfinite(animated).all()
 
+    # the evaluation entry point's reconstruction protocol on a folder holding one clip
+    from reenact.data.video_writer import write_video
+    from reenact.evaluate import evaluate
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    video = torch.cat([source, driving]).permute(0, 2, 3, 1).mul(255).round().byte().numpy()
+    write_video(clips / "clip.mp4", video, fps=10)
+    cfg = compose_config("evaluate", [f"ckpt_path={path}", "data=folder", f"data.root={clips}",
+                                      f"paths.output_dir={tmp_path / 'eval'}", "metrics.names=[l1]"])
+    payload = evaluate(cfg)
+    assert payload["counts"]["videos"] == 1 and payload["overall"]["l1"] >= 0
+
 
 def test_one_optimisation_step_lowers_the_loss(family_task) -> None:
     task, _ = family_task

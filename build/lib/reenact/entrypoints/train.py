@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reenact.utils.config_check import ConfigError, check_instantiable, resolve_or_fail
 from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE, instantiate_collection, to_plain
+from reenact.utils.messages import first_line
 
 log = logging.getLogger("reenact.train")
 
@@ -80,7 +81,11 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule = instantiate(cfg.data)
     # the configs go into every checkpoint, so load_pretrained rebuilds the network without the Hydra tree; passed
     # to the built partial so that Hydra does not instantiate the _target_ nodes inside them
-    task = instantiate(cfg.model, _partial_=True)(model_config=to_plain(cfg.model), data_config=to_plain(cfg.data))
+    build_task = instantiate(cfg.model, _partial_=True)
+    try:
+        task = build_task(model_config=to_plain(cfg.model), data_config=to_plain(cfg.data))
+    except (ValueError, TypeError) as exc:  # the task's own checks of its arguments (Hydra wraps the rest)
+        raise ConfigError(f"model: {first_line(exc)}") from None
     callbacks = instantiate_collection(cfg.get("callbacks"))
     loggers = instantiate_collection(cfg.get("logger"))
     if not loggers:

@@ -8,8 +8,8 @@ Backends:
   box they are predicted in, and the HOG box moves in steps of several pixels, so the first estimate is
   refined: a box is derived from the landmarks alone and the predictor run again until the box settles
   (see :class:`DlibLandmarkDetector`); a face shifted by whole pixels then gets landmarks shifted by
-  exactly as much. About 0.1 s per 256x256 frame on one CPU core of a busy 2-core VM (0.03 s without
-  the refinement); ``experiments/2026-11-30_akd_shift.md`` has the numbers.
+  exactly as much. The refinement costs about 3-4 times the detection time of the HOG box alone
+  (``experiments/2026-11-30_akd_shift.md`` has the numbers).
 - ``"fan"`` (optional): face-alignment's 2D FAN-4 with its S3FD detector and ``flip_input=False``, the
   landmarker of the FOMM/pose-evaluation AKD protocol. Used only when installed with weights present.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,16 +36,18 @@ LANDMARK_BACKENDS = ("dlib", "fan")
 NUM_LANDMARKS = 68
 FaceChoice = Literal["largest", "first"]
 
-# Where dlib's HOG detector puts its box relative to the 68 landmarks predicted in it, as measured on 138
-# frames of the real test clips (experiments/2026-11-30_akd_shift.md): the square's side is 2.75 times
-# the RMS distance of the landmarks from their mean, and its centre lies 3.4 % of the side above that
-# mean. Boxes derived with these constants look to the shape predictor like the boxes it was trained on.
-BOX_SIDE_PER_RMS = 2.75
-BOX_CENTRE_RAISE = 0.034
-# Refinement defaults (measured in the same record): at most 20 predictor rounds (most frames settle in
-# 2-4), each averaging the predictor over a 3 x 3 grid of boxes offset by 3 % of the box side.
+# Where dlib's HOG detector puts its box relative to the 68 landmarks predicted in it, measured on 128 frames
+# of the cropped real clips (``python benchmarks/akd_shift.py --calibrate``): the square's side is 2.74 times
+# the RMS distance of the landmarks from their mean, its centre lies 3.5 % of the side above that mean, and
+# the landmarks' RMS spread across is 0.84 times their spread down (an undistorted face). Boxes derived with
+# these constants look to the shape predictor like the boxes it was trained on.
+BOX_SIDE_PER_RMS = 2.74
+BOX_CENTRE_RAISE = 0.035
+FACE_ASPECT = 0.84
+# Refinement defaults (experiments/2026-11-30_akd_shift.md): at most 20 predictor rounds (most frames settle
+# in 2-4), each averaging the predictor over 5 boxes, offset diagonally by 4 % of the box's width and height.
 REFINE_ITERATIONS = 20
-REFINE_JITTER = 0.03
+REFINE_JITTER = 0.04
 
 
 @runtime_checkable
@@ -84,22 +85,29 @@ def dlib_model_path(file_name: str = "shape_predictor_68_face_landmarks.dat") ->
     return path
 
 
-def _box_from_totals(totals: np.ndarray, count: int) -> tuple[int, int, int]:
-    """The square box ``(left, top, side)`` in whole pixels derived from landmark totals alone.
+def _box_from_totals(totals: np.ndarray, count: int) -> tuple[int, int, int, int]:
+    """The box ``(left, top, width, height)`` in whole pixels derived from landmark totals alone.
 
     ``totals`` (68, 2) int64 are sums of ``count`` whole-pixel landmark sets (the landmarks are
-    ``totals / count``). Integer arithmetic makes the box an exact function of the landmarks: landmarks
-    moved by whole pixels give a box moved by exactly as much and of the same side, which float
-    rounding could not promise at ties.
+    ``totals / count``). The box has the area of the HOG box these landmarks would come from
+    (``BOX_SIDE_PER_RMS``) and is square for an undistorted face; a face stretched across (as a
+    portrait video squeezed into a square frame is) gets a box stretched alike (``FACE_ASPECT``), which
+    the predictor maps onto its mean shape, and finds such faces far better than in a square box.
+    Integer arithmetic makes the box an exact function of the landmarks: landmarks moved by whole pixels
+    give a box moved by exactly as much and of the same size, which float rounding at ties could not.
     """
     n = NUM_LANDMARKS * count
     sums = totals.sum(axis=0).tolist()
-    # n^2 x the mean squared distance from the mean (both axes), exact in integers and shift-invariant
-    spread = NUM_LANDMARKS * int((totals.astype(np.int64) ** 2).sum()) - sum(v * v for v in sums)
-    side = max(1, round(BOX_SIDE_PER_RMS * math.sqrt(spread) / n))
+    squares = (totals.astype(np.int64) ** 2).sum(axis=0).tolist()
+    # n^2 x the mean squared distance from the mean, per axis: exact integers, unchanged by a shift
+    spread_x, spread_y = (NUM_LANDMARKS * q - v * v for q, v in zip(squares, sums, strict=True))
+    side = BOX_SIDE_PER_RMS * math.sqrt(spread_x + spread_y) / n
+    # width / height = stretch^2, bounded so that a wild first estimate cannot make a sliver of a box
+    stretch = math.sqrt(min(max(math.sqrt(max(spread_x, 1) / max(spread_y, 1)) / FACE_ASPECT, 0.4), 2.5))
+    width, height = max(1, round(side * stretch)), max(1, round(side / stretch))
     centre_x, centre_y = ((2 * v + n) // (2 * n) for v in sums)  # floor(mean + 1/2), exactly
-    centre_y -= round(BOX_CENTRE_RAISE * side)
-    return centre_x - side // 2, centre_y - side // 2, side
+    centre_y -= round(BOX_CENTRE_RAISE * height)
+    return centre_x - width // 2, centre_y - height // 2, width, height
 
 
 class DlibLandmarkDetector:
@@ -109,15 +117,15 @@ class DlibLandmarkDetector:
     ``retry_upsampled`` retries once with one more upsampling when nothing was found in a small image.
 
     The shape predictor's output partly follows its box, and the HOG box moves in coarse steps, so
-    landmarks from the HOG box alone under- or over-read small motions. After that first estimate,
-    each refinement round derives a square box from the landmarks only (:func:`_box_from_totals`) and
-    predicts again in it, averaging the predictor over a 3 x 3 grid of boxes offset by
-    ``refine_jitter`` x the box side (a smoother map with fewer nearby fixed points). Rounds stop when
-    the box repeats: at a fixed point its landmarks are returned, in a short cycle the mean of the
-    cycle's landmarks. Both depend on the image and not on where the HOG box fell, so a face shifted
-    by whole pixels gets landmarks shifted by exactly as much whenever the rounds reach the same fixed
-    point. ``refine_iterations`` bounds the rounds (the last estimate is returned if the box has not
-    repeated by then); 0 gives the unrefined landmarks of the HOG box.
+    landmarks from the HOG box alone misread small motions. After that first estimate, each
+    refinement round derives a box from the landmarks only (:func:`_box_from_totals`) and predicts
+    again, averaging the predictor over that box and 4 copies offset diagonally by ``refine_jitter``
+    x its width and height (a smoother map, with fewer nearby fixed points). Rounds stop when the box
+    repeats: at a fixed point its landmarks are returned, in a short cycle the mean of the cycle's
+    landmarks. Both depend on the image and not on where the HOG box fell, so a face shifted by whole
+    pixels gets landmarks shifted by exactly as much whenever the rounds reach the same fixed point.
+    ``refine_iterations`` bounds the rounds (the last estimate is returned if the box has not
+    repeated by then); 0 gives the landmarks of the HOG box alone, the behaviour before refinement.
     """
 
     def __init__(
@@ -127,7 +135,6 @@ class DlibLandmarkDetector:
         retry_upsampled: bool = True,
         refine_iterations: int = REFINE_ITERATIONS,
         refine_jitter: float = REFINE_JITTER,
-        refine_upscale: int = 1,
     ) -> None:
         import dlib
 
@@ -138,7 +145,6 @@ class DlibLandmarkDetector:
         self.retry_upsampled = retry_upsampled
         self.refine_iterations = refine_iterations
         self.refine_jitter = refine_jitter
-        self.refine_upscale = refine_upscale
         self._hog = DlibHogDetector(upsample=upsample, min_score=0.0)
         self._hog_up = DlibHogDetector(upsample=upsample + 1, min_score=0.0)
         self._predictor = dlib.shape_predictor(str(dlib_model_path()))
@@ -162,32 +168,24 @@ class DlibLandmarkDetector:
     def refine(self, image: np.ndarray, points: np.ndarray) -> np.ndarray:
         """Refine a first landmark estimate (68, 2) until the box derived from it settles (class doc)."""
         image = as_rgb_uint8(image)
-        up = self.refine_upscale
-        if up > 1:
-            import cv2
-            h, w = image.shape[:2]
-            image = cv2.resize(image, (w * up, h * up), interpolation=cv2.INTER_LINEAR)
-        totals, count = np.rint((np.asarray(points, dtype=np.float64) + 0.5) * up - 0.5).astype(np.int64), 1
-        seen: dict[tuple[int, int, int], int] = {}  # box -> index of the round that predicted in it
+        totals, count = np.rint(np.asarray(points, dtype=np.float64)).astype(np.int64), 1
+        seen: dict[tuple[int, int, int, int], int] = {}  # box -> index of the round that predicted in it
         rounds: list[np.ndarray] = []  # landmarks of each round
         box = _box_from_totals(totals, count)
         while box not in seen:
-            if len(rounds) == self.refine_iterations:
-                break
+            if len(rounds) == self.refine_iterations:  # not settled: the last estimate
+                return rounds[-1] if rounds else totals.astype(np.float64)
             seen[box] = len(rounds)
-            left, top, side = box
-            step = round(self.refine_jitter * side)  # the box side is shift-invariant, so the grid is too
-            offsets = list(itertools.product((-step, 0, step), repeat=2)) if step else [(0, 0)]
-            totals = sum(self._predict(image, left + dx, top + dy, left + dx + side, top + dy + side)
+            left, top, width, height = box
+            # offsets from the box size alone, which a shift leaves unchanged
+            sx, sy = round(self.refine_jitter * width), round(self.refine_jitter * height)
+            offsets = [(0, 0), (-sx, -sy), (sx, -sy), (-sx, sy), (sx, sy)] if sx or sy else [(0, 0)]
+            totals = sum(self._predict(image, left + dx, top + dy, left + dx + width, top + dy + height)
                          for dx, dy in offsets)
             count = len(offsets)
             rounds.append(totals / count)
             box = _box_from_totals(totals, count)
-        if box in seen:
-            result = np.mean(rounds[seen[box]:], axis=0)
-        else:
-            result = rounds[-1] if rounds else totals.astype(np.float64)
-        return (result + 0.5) / up - 0.5
+        return np.mean(rounds[seen[box]:], axis=0)  # a fixed point (one round) or a short cycle
 
     def detect(self, image: np.ndarray) -> np.ndarray | None:
         image = as_rgb_uint8(image)

@@ -98,6 +98,7 @@ class ReenactmentTask(LightningModule):
         self.lr = lr
         self.optimizer_factory = optimizer or functools.partial(torch.optim.Adam, betas=(0.5, 0.999))
         self.scheduler_factory = scheduler
+        self._check_factories()
         self.val_chunk_frames = val_chunk_frames
         if not _is_int_at_least(precise_bn_batches, 0):
             raise ValueError(f"model.precise_bn_batches must be a non-negative integer, got {precise_bn_batches!r}")
@@ -131,6 +132,16 @@ class ReenactmentTask(LightningModule):
         if schedulers and len(schedulers) != len(optimizers):
             raise ValueError("model.scheduler: give every optimiser group a scheduler, or none")
         return optimizers, schedulers
+
+    def _check_factories(self) -> None:
+        """Build every configured optimiser and scheduler once on a throwaway parameter, so that a bad value
+        (an unknown schedule kind, a wrong argument) stops the run at start-up, not when fitting begins."""
+        for name, options in self.group_options.items():
+            probe = torch.nn.Parameter(torch.zeros(1))
+            optimizer = (options.optimizer or self.optimizer_factory)([probe], lr=self.lr[name])
+            make_scheduler = options.scheduler or self.scheduler_factory
+            if make_scheduler is not None:
+                make_scheduler(optimizer)
 
     def _schedulers(self) -> list[Any]:
         schedulers = self.lr_schedulers()

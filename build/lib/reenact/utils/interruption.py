@@ -26,8 +26,8 @@ def report_interruption(trainer: Any, run_dir: str | Path) -> Iterator[None]:
 
     On SIGTERM Lightning finishes the current batch, runs the ``on_exception`` hooks (``last.ckpt`` is saved by
     ``save_on_exception``) and raises ``SIGTERMException``, a ``SystemExit`` with no code, which would exit 0
-    and make schedulers and scripts take a killed run for a finished one. After Ctrl-C it calls ``sys.exit(1)``. The codes
-    128 + signal follow the shell's convention for a process ended by that signal, which SLURM and job scripts
+    and make schedulers and scripts take a killed run for a finished one. After Ctrl-C it calls ``sys.exit(1)``.
+    The codes 128 + signal follow the shell's convention for a process ended by that signal, which SLURM and job scripts
     recognise. Any other SystemExit passes through unchanged.
     """
     try:
