@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reenact.face.landmarks import _box_from_totals
 from reenact.metrics.akd import AKD_FRAME_SIZE, detect_landmarks, keypoint_scores
 from reenact.metrics.frames import FrameSequence
-
-pytestmark = pytest.mark.real_data
 
 CLIPS = ("d0", "d3", "d6", "d9", "d10", "d11", "d12", "d13", "d14")
 # diagonal shifts of 1, 2 and 4 px, and shifts that are not diagonal
@@ -79,16 +78,32 @@ def test_shift_frames_moves_content() -> None:
     assert np.array_equal(moved[:, :, 0], moved[:, :, 2]) and np.array_equal(moved[:, 4], moved[:, 3])  # edges
 
 
+@pytest.mark.parametrize("count", [1, 5])
+def test_box_from_landmarks_moves_exactly_with_them(count: int) -> None:
+    """The refinement's box is a function of the landmarks alone that commutes with whole-pixel shifts."""
+    rng = np.random.default_rng(count)
+    for _ in range(200):
+        points = rng.normal(128, 25, (68, 2)) * [rng.uniform(0.6, 1.6), 1.0]  # faces stretched across, too
+        totals = np.rint(points * count).astype(np.int64)
+        left, top, width, height = _box_from_totals(totals, count)
+        dx, dy = (int(v) for v in rng.integers(-7, 8, 2))
+        assert _box_from_totals(totals + count * np.array([dx, dy]), count) == (left + dx, top + dy, width, height)
+        assert 0.4 <= width / height <= 2.5
+
+
+@pytest.mark.real_data
 def test_dlib_akd_reads_known_shifts_quick(faces_dir: Path, detector) -> None:
     # two frames near the start of every clip (the shortest has 78), cheap to decode
     assert misread_shifts(faces_dir, detector, [10, 50]) == []
 
 
+@pytest.mark.real_data
 @pytest.mark.slow
 def test_dlib_akd_reads_known_shifts_full(faces_dir: Path, detector) -> None:
     assert misread_shifts(faces_dir, detector, 8) == []
 
 
+@pytest.mark.real_data
 def test_refined_landmarks_move_exactly_with_the_face(faces_dir: Path, detector) -> None:
     """Per frame, not only on average: a whole-pixel shift moves every refined landmark by exactly that much."""
     frame = clip_frames(faces_dir, "d0", [40])

@@ -1,7 +1,0 @@
-"""``python -m reenact.prepare``."""
-
-from __future__ import annotations
-
-from reenact.prepare.cli import main
-
-raise SystemExit(main())
