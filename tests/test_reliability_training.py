@@ -195,7 +195,9 @@ def test_sigterm_saves_prints_how_to_resume_and_exits_nonzero(tmp_path: Path, ca
     assert len(lines) == 1 and lines[0].endswith(f"; resume with ckpt_path={run_dir}"), stderr[-3000:]
     epoch = int(re.match(r"interrupted at epoch (\d+);", lines[0]).group(1))
     saved = _load(last)
-    assert epoch >= 1 and saved["epoch"] == epoch
+    # A signal that lands before the epoch's first step finds nothing new to save: Lightning does not save twice
+    # at one global step, so last.ckpt is the previous epoch's end, which resumes at this same epoch.
+    assert epoch >= 1 and saved["epoch"] in (epoch - 1, epoch)
 
     _, objects = run(train_config(tmp_path / "resumed", cache_dir, [f"trainer.max_epochs={epoch + 1}",
                                                                      f"ckpt_path={run_dir}", "logger=none"]))

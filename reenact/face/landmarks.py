@@ -8,8 +8,8 @@ Backends:
   box they are predicted in, and the HOG box moves in steps of several pixels, so the first estimate is
   refined: a box is derived from the landmarks alone and the predictor run again until the box settles
   (see :class:`DlibLandmarkDetector`); a face shifted by whole pixels then gets landmarks shifted by
-  exactly as much. The refinement costs about 3-4 times the detection time of the HOG box alone
-  (``experiments/2026-11-30_akd_shift.md`` has the numbers).
+  exactly as much. The refinement makes a frame about 2.7 times slower (0.03 -> 0.09 s per 256x256
+  frame on a 2-core VM; ``experiments/2026-11-30_akd_shift.md``).
 - ``"fan"`` (optional): face-alignment's 2D FAN-4 with its S3FD detector and ``flip_input=False``, the
   landmarker of the FOMM/pose-evaluation AKD protocol. Used only when installed with weights present.
 
