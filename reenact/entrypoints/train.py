@@ -115,8 +115,9 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             # The checkpoint callbacks check before each save; this also covers runs without them
             # (callbacks=none) and divergence after the last save.
             require_finite(task.state_dict(), f"the weights at the end of training (epoch {trainer.current_epoch})")
-            stale = task.validated_at_step is not None and task.validated_at_step != trainer.global_step
-            if stale and not trainer.interrupted:
+            # a run that stopped between validation epochs (time cap, fitted schedule) or before the first one
+            stale = trainer.global_step > 0 and task.validated_at_step != trainer.global_step
+            if stale and trainer.limit_val_batches != 0 and not trainer.interrupted:
                 log.info("validating the final weights: training stopped between validation epochs")
                 trainer.validate(task, datamodule=datamodule, verbose=False)
                 from reenact.callbacks.precise_bn import PreciseBatchNorm

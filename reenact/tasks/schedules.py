@@ -50,6 +50,9 @@ class EpochSchedule(torch.optim.lr_scheduler.LambdaLR):
         self.gamma = float(gamma)
         self.epochs = epochs
         self.stop_at_end = stop_at_end
+        # the configured curve, kept so that fitting it to a shorter run is idempotent (a resumed run refits)
+        self.planned_epochs = epochs
+        self.planned_milestones = list(self.milestones)
         super().__init__(optimizer, self.factor, last_epoch=last_epoch)
 
     def factor(self, epoch: int) -> float:
@@ -66,6 +69,26 @@ class EpochSchedule(torch.optim.lr_scheduler.LambdaLR):
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base * self.factor(epoch)
 
+    def planned_length(self, max_epochs: int) -> int:
+        """The epoch at which the configured curve is done: a cosine's ``epochs`` (at most ``max_epochs``), the
+        run's ``max_epochs`` otherwise (a multistep's milestones are placed within it)."""
+        if self.kind == "cosine":
+            return min(int(self.planned_epochs), max_epochs) if max_epochs > 0 else int(self.planned_epochs)
+        return max_epochs
+
+    def fit_to(self, total_epochs: int, max_epochs: int) -> bool:
+        """Compress the configured curve so that it is done after ``total_epochs`` instead of
+        :meth:`planned_length`: a cosine reaches 0 there, a multistep's milestones scale by the same ratio.
+        Returns False for a constant rate, which has no length to fit."""
+        if self.kind == "constant":
+            return False
+        planned = self.planned_length(max_epochs)
+        if self.kind == "cosine":
+            self.epochs = total_epochs
+        else:
+            self.milestones = sorted(max(1, round(m * total_epochs / planned)) for m in self.planned_milestones)
+        return True
+
     def ends_training(self, epoch: int) -> bool:
         """True after the last epoch of a cosine with ``stop_at_end``."""
         return self.kind == "cosine" and self.stop_at_end and epoch + 1 >= self.epochs
@@ -73,6 +96,6 @@ class EpochSchedule(torch.optim.lr_scheduler.LambdaLR):
     def state_dict(self) -> dict[str, Any]:
         # the curve's shape comes from the config of the run that loads the state, not from the checkpoint
         state = super().state_dict()
-        for key in ("kind", "milestones", "gamma", "epochs", "stop_at_end"):
+        for key in ("kind", "milestones", "gamma", "epochs", "stop_at_end", "planned_epochs", "planned_milestones"):
             state.pop(key, None)
         return state
