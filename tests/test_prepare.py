@@ -13,6 +13,7 @@ import pytest
 
 from reenact.data.video import VideoInfo, iter_frames, probe_video, read_frames
 from reenact.data.video_writer import write_video
+from reenact.face.crop import crop_and_resize
 from reenact.face.detection import FaceBox
 from reenact.prepare import PrepareUsageError, main, run
 from reenact.prepare.sources import ClipRow, person_of_chunk, read_talkinghead_tubes, read_vox_metadata, resolve_clip
@@ -39,24 +40,37 @@ def test_tracking_links_cuts_and_splits_tubes() -> None:
     first = next(t for t in tubes if t.start == 0)
     assert first.union.as_tuple() == pytest.approx((100.0, 100.0, 449.5, 400.0))  # union of drifting boxes
     kept, reasons = select_tubes(tubes, 1280, 720, rules)
-    assert sorted(t.start for t, _ in kept) == [0, 40, 100, 150]
+    assert sorted(k.tube.start for k in kept) == [0, 40, 100, 150] and not any(k.as_is for k in kept)
     small = TubeRules(iou_threshold=0.25, max_frames=100, min_frames=25, min_size=320)
     kept, reasons = select_tubes(tubes, 1280, 720, small)
-    assert [t.start for t, _ in kept] == [0, 100]
-    assert any("20 frames < min_frames 25" in r for r in reasons)
-    assert any("face size 300 px < min_size 320" in r for r in reasons)
+    assert [k.tube.start for k in kept] == [0, 100]
+    # every refusal names the option that would keep the tube
+    assert any("20 frames < min_frames 25 (--min-frames 20 keeps it)" in r for r in reasons)
+    assert any("face size 300 px < min_size 320 (--min-size 300 keeps it; if the videos are already face crops, "
+               "--cropped" in r for r in reasons)
 
 
 def test_tube_crops_are_square_and_shifted_into_the_frame() -> None:
     rules = TubeRules(min_frames=5, min_size=100)
     near_edge = [(f, [FaceBox(1100.0, 500.0, 1280.0, 700.0, 0.9)]) for f in range(10)]
-    (tube, crop), = select_tubes(track_tubes(near_edge, rules), 1280, 720, rules)[0]
+    (tube, crop, as_is), = select_tubes(track_tubes(near_edge, rules), 1280, 720, rules)[0]
     x0, y0, x1, y1 = crop
-    assert x1 - x0 == y1 - y0 == 240  # 1.2 x the 200 px long side
+    assert x1 - x0 == y1 - y0 == 240 and not as_is  # 1.2 x the 200 px long side
     assert (x1, y1) == (1280, 720) and x0 >= 0 and y0 >= 0
-    too_big = [(f, [FaceBox(0.0, 0.0, 700.0, 700.0, 0.9)]) for f in range(10)]
-    kept, reasons = select_tubes(track_tubes(too_big, rules), 1280, 720, rules)
-    assert kept == [] and "does not fit" in reasons[0]
+
+
+def test_a_face_that_fills_the_frame_is_taken_as_it_is() -> None:
+    rules = TubeRules(min_frames=5, min_size=100)
+    # with its 10% margin the face is 840 px: no such square in a 720 px high frame, but the frame's largest
+    # square (720 px) holds the face itself. The box reaches past the lower edge, as detector boxes do.
+    filling = [(f, [FaceBox(300.0 + f, 40.0, 900.0, 760.0, 0.9)]) for f in range(10)]
+    (tube, crop, as_is), = select_tubes(track_tubes(filling, rules), 1280, 720, rules)[0]
+    assert as_is and crop == (240, 0, 960, 720)  # centred on the face, as high as the frame
+    # a face wider than the frame's shorter side fits in no square: refused, naming --cropped
+    too_wide = [(f, [FaceBox(0.0, 0.0, 1000.0, 700.0, 0.9)]) for f in range(10)]
+    kept, reasons = select_tubes(track_tubes(too_wide, rules), 1280, 720, rules)
+    assert kept == [] and "does not fit in any square of the 1280x720 frame" in reasons[0]
+    assert "--cropped" in reasons[0]
 
 
 def test_detection_gaps_end_a_tube() -> None:
@@ -235,8 +249,109 @@ def test_usage_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Captur
     (tmp_path / "empty").mkdir()
     assert main(["folder", str(tmp_path / "empty"), str(tmp_path / "o")]) == 2
     assert "no videos" in capsys.readouterr().err
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(b"")
+    assert main(["folder", str(tmp_path / "in"), str(tmp_path / "o"), "--test-videos", "a,b", "--cropped"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "--test-videos: no video b in" in err
 
 
 def test_module_entry_point_runs() -> None:
     done = subprocess.run([sys.executable, "-m", "reenact.prepare", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "voxceleb" in done.stdout and "folder" in done.stdout
+
+
+# ---------------------------------------------------------------- folder mode on synthetic clips (stubbed detector)
+
+
+def _pattern_video(path: Path, width: int, height: int, frames: int) -> np.ndarray:
+    """A smooth, position-coded picture (red grows to the right, green downwards) that moves a little per frame,
+    so a crop's place in the frame can be read off the written clip. Returns the frames."""
+    y, x = np.mgrid[0:height, 0:width]
+    video = np.empty((frames, height, width, 3), np.uint8)
+    for t in range(frames):
+        video[t, ..., 0] = 255 * x / (width - 1)
+        video[t, ..., 1] = 255 * y / (height - 1)
+        video[t, ..., 2] = 4 * t
+    write_video(path, video, 25.0)
+    return video
+
+
+class _BoxBySize:
+    """A stand-in face detector: the face box depends only on the frame size (one size per synthetic video)."""
+
+    def __init__(self, boxes: dict[tuple[int, int], FaceBox]) -> None:
+        self.boxes = boxes
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[FaceBox]]:
+        return [[self.boxes[im.shape[1], im.shape[0]]] for im in images]
+
+
+def _mean_error(clip: Path, expected: np.ndarray) -> float:
+    return float(np.abs(read_frames(clip, [0])[0].astype(float) - expected).mean())
+
+
+def test_folder_mode_keeps_already_cropped_clips_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    in_dir, out = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    cropped = _pattern_video(in_dir / "cropped.mp4", 128, 128, 24)  # a face crop already: the face fills it
+    wide = _pattern_video(in_dir / "wide.mp4", 192, 128, 24)  # a scene with a face in it
+    _pattern_video(in_dir / "far.mp4", 160, 96, 24)  # a face too small to be worth cropping
+    detector = _BoxBySize({(128, 128): FaceBox(20.0, 10.0, 110.0, 135.0, 0.99),  # past the lower edge
+                           (192, 128): FaceBox(60.0, 30.0, 120.0, 90.0, 0.99),
+                           (160, 96): FaceBox(70.0, 30.0, 90.0, 50.0, 0.99)})
+    monkeypatch.setattr("reenact.prepare.tasks.cached_face_detector", lambda *args, **kwargs: detector)
+    monkeypatch.setattr("reenact.prepare.cli._check_backends", lambda ns: None)  # no face package needed
+    args = ["folder", str(in_dir), str(out), "--min-size", "48", "--min-frames", "16", "--detect-every", "4",
+            "--size", "32", "--test-videos", "wide"]
+    report = run(args)
+    as_is = out / "train" / "cropped#cropped#000000#000024.mp4"
+    cut = out / "test" / "wide#wide#000000#000024.mp4"
+    assert sorted(report.written) == sorted([str(as_is), str(cut)]) and report.as_is == [str(as_is)]
+    summary = report.summary()
+    assert "taken as they are" in summary and f"as is: {as_is}" in summary and str(cut) not in summary.split("\n")[2:]
+    # the whole 128x128 frame, resized; the other clip is the usual 72 px square around its 60 px face
+    assert _mean_error(as_is, crop_and_resize(cropped[0], (0, 0, 128, 128), 32)) < 4
+    assert _mean_error(cut, crop_and_resize(wide[0], (54, 24, 126, 96), 32)) < 4
+    (far,) = report.no_clips
+    assert Path(far.item).name == "far.mp4" and "face size 20 px < min_size 48" in far.reason
+    assert "--min-size 20 keeps it" in far.reason and "--cropped" in far.reason
+    # a second run writes nothing and still says which clips were taken as they are
+    again = run(args)
+    assert again.written == [] and again.as_is == [str(as_is)] and "(earlier run)" in again.no_clips[0].reason
+
+
+def test_cropped_mode_resizes_every_frame_without_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    in_dir, out = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    video = _pattern_video(in_dir / "vox.mp4", 128, 96, 40)
+    _pattern_video(in_dir / "short.mp4", 128, 96, 10)
+    _pattern_video(in_dir / "id10001#abc#000010#000042.mp4", 64, 64, 16)  # VoxCeleb naming: the person comes first
+
+    def no_detector(*args: object, **kwargs: object) -> None:
+        raise AssertionError("--cropped must not detect faces")
+
+    monkeypatch.setattr("reenact.prepare.tasks.cached_face_detector", no_detector)
+    report = run(["folder", str(in_dir), str(out), "--cropped", "--size", "32", "--max-frames", "24",
+                  "--min-frames", "12"])
+    first, second = out / "train" / "vox#vox#000000#000024.mp4", out / "train" / "vox#vox#000024#000040.mp4"
+    named = out / "train" / "id10001#id10001_abc_000010_000042#000000#000016.mp4"
+    assert sorted(report.written) == sorted(report.as_is) == sorted([str(first), str(second), str(named)])
+    assert report.detected_frames == 0 and report.failed == []
+    assert [probe_video(c).num_frames for c in (first, second)] == [24, 16]
+    assert probe_video(first).width == 32 and probe_video(first).fps == 25.0
+    assert _mean_error(first, crop_and_resize(video[0], (16, 0, 112, 96), 32)) < 4  # the centre square
+    (short,) = report.no_clips
+    assert "10 frames < min_frames 12 (--min-frames 10 keeps it)" in short.reason
+
+
+def test_folder_mode_keeps_a_real_cropped_clip(faces_dir: Path, tmp_path: Path) -> None:
+    """The end of d3, a 512x512 face crop where the face, with crop_vox's margin, is larger than the frame."""
+    in_dir = tmp_path / "in"
+    in_dir.mkdir()
+    write_video(in_dir / "d3.mp4", itertools.islice(iter_frames(faces_dir / "d3.mp4"), 314, 354), 30.0)
+    report = run(["folder", str(in_dir), str(tmp_path / "out"), "--detect-every", "8", "--min-frames", "32",
+                  "--size", "32"])
+    clip = tmp_path / "out" / "train" / "d3#d3#000000#000040.mp4"
+    assert report.written == report.as_is == [str(clip)], report.summary()
+    assert report.no_clips == [] and probe_video(clip).num_frames == 40

@@ -9,6 +9,9 @@ around the box centre. The square is then placed in the frame:
 - ``policy="shift"``: the square is moved the least distance that brings it inside the frame; it is
   rejected only when it is larger than the frame's shorter side.
 
+A video that is already a face crop has no such square: the face with its margin is larger than the frame's
+shorter side. ``largest_square_holding`` then takes the largest square of the frame that holds the face itself.
+
 Boxes are ``(x0, y0, x1, y1)`` in pixels with exclusive ``x1, y1``; integer boxes index ``frame[y0:y1, x0:x1]``.
 """
 
@@ -118,3 +121,27 @@ def crop_and_resize(frame: np.ndarray, box: Box | FaceBox, size: int) -> np.ndar
     shrinking = patch.shape[0] >= size and patch.shape[1] >= size
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
     return cv2.resize(np.ascontiguousarray(patch), (size, size), interpolation=interpolation)
+
+
+def largest_square_holding(box: Box | FaceBox, frame_width: int, frame_height: int) -> IntBox | None:
+    """The largest square in the frame (side: the frame's shorter side) that holds the part of ``box`` inside the
+    frame, centred on that part as far as the frame allows; None when that part is longer than the square.
+
+    This is the crop of a video that is already a face crop: its face, with crop_vox's margin, is larger than
+    the frame's shorter side, so no enlarged square fits (``face_crop_box`` returns None).
+    """
+    x0, y0, x1, y1 = _coords(box)
+    # Detectors put boxes partly outside the frame (a chin below the lower edge); no crop can hold that part.
+    x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(frame_width)), min(y1, float(frame_height))
+    side = min(frame_width, frame_height)
+    if x1 <= x0 or y1 <= y0 or x1 - x0 > side or y1 - y0 > side:
+        return None
+    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+    return place_in_frame((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), frame_width, frame_height)
+
+
+def centre_square(frame_width: int, frame_height: int) -> IntBox:
+    """The largest square in the middle of the frame (``--cropped``: the frame is taken as the face crop)."""
+    side = min(frame_width, frame_height)
+    x0, y0 = (frame_width - side) // 2, (frame_height - side) // 2
+    return (x0, y0, x0 + side, y0 + side)

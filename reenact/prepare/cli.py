@@ -30,6 +30,7 @@ from reenact.prepare.sources import (
     read_vox_metadata,
 )
 from reenact.prepare.tasks import (
+    NO_FACE,
     FolderSettings,
     FolderVideoTask,
     ListedVideoTask,
@@ -47,6 +48,10 @@ def _even_size(text: str) -> int:
     if value < 16 or value % 2:
         raise argparse.ArgumentTypeError(f"--size must be an even number >= 16 (H.264 needs even sizes), got {value}")
     return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     folder.add_argument("--increase", type=float, default=0.1, help="margin added around the face box (0.1)")
     folder.add_argument("--test-fraction", type=float, default=0.0,
                         help="fraction of videos (by a hash of the name) put in test/ (default 0: all train)")
+    folder.add_argument("--test-videos", type=_names, default=(), metavar="ID[,ID...]",
+                        help="videos (file stems) put in test/, e.g. one person per video held out: d9,d12")
+    folder.add_argument("--cropped", action="store_true",
+                        help="the videos are face crops already (VoxCeleb as distributed, your own crops): no "
+                             "detection; every frame's centre square is resized to --size and re-encoded. "
+                             "Without it, a video whose face fills the frame is found and kept as it is")
     _add_output_arguments(folder)
     return parser
 
@@ -101,7 +112,7 @@ def _check_backends(ns: argparse.Namespace) -> None:
     wanted: list[tuple[str, str]] = []
     if ns.landmarks or ns.pose:
         wanted.append(("landmark", ns.landmark_backend))
-    if ns.mode == "folder":
+    if ns.mode == "folder" and not ns.cropped:
         wanted.append(("detector", ns.detector))
     for kind, name in wanted:
         if name == "fan":
@@ -170,18 +181,24 @@ def _folder_tasks(ns: argparse.Namespace, options: OutputOptions, report: Prepar
         raise PrepareUsageError(f"--detect-height must be 0 (full size) or at least 32, got {ns.detect_height}")
     if not 0.0 <= ns.test_fraction <= 1.0:
         raise PrepareUsageError(f"--test-fraction must be in [0, 1], got {ns.test_fraction}")
+    videos = _input_videos(ns.in_dir, ns.out_dir)
+    unknown = sorted(set(ns.test_videos) - {video_id for video_id, _ in videos})
+    if unknown:
+        raise PrepareUsageError(f"--test-videos: no video {', '.join(unknown)} in {ns.in_dir} "
+                                f"(give file names without the extension: {videos[0][0]}, ...)")
     settings = FolderSettings(ns.detector, ns.device, ns.detect_every, ns.detect_height or None, ns.min_score,
-                              rules, ns.test_fraction)
+                              rules, ns.test_fraction, tuple(sorted(set(ns.test_videos))), ns.cropped)
     tasks = []
-    for video_id, path in _input_videos(ns.in_dir, ns.out_dir)[: ns.limit]:
+    for video_id, path in videos[: ns.limit]:
         task = FolderVideoTask(video_id, str(path), settings, options)
         manifest = finished_folder_task(task)
         if manifest is None:
             tasks.append(task)
             continue
         report.skipped += [str(Path(options.out_dir) / c) for c in manifest["clips"]]
+        report.as_is += [str(Path(options.out_dir) / c) for c in manifest.get("as_is", [])]
         if not manifest["clips"]:
-            reasons = "; ".join(manifest.get("rejected", [])) or "no face detected"
+            reasons = "; ".join(manifest.get("rejected", [])) or NO_FACE
             report.no_clips.append(Failure(str(path), f"(earlier run) {reasons}"))
     return tasks
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from reenact.data.video import VideoError, probe_video
+from reenact.data.video import VideoError, VideoInfo, probe_video
+from reenact.face.crop import IntBox, centre_square
 from reenact.prepare.clips import (
     ClipSpec,
     OutputOptions,
@@ -26,10 +27,12 @@ from reenact.prepare.clips import (
     complete_side_files,
     extract_clips,
     is_complete,
+    safe_id,
 )
 from reenact.prepare.report import Failure, PrepareReport
 from reenact.prepare.sources import ClipError, ClipRow, resolve_clip, split_of_video
 from reenact.prepare.tubes import (
+    TubeCrop,
     TubeRules,
     cached_face_detector,
     detect_video_faces,
@@ -39,7 +42,7 @@ from reenact.prepare.tubes import (
 )
 from reenact.utils.messages import first_line
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: the manifest lists the clips taken as they are
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,14 @@ class FolderSettings:
     min_score: float | None = None
     rules: TubeRules = TubeRules()
     test_fraction: float = 0.0
+    test_videos: tuple[str, ...] = ()  # video ids that go to test/ whatever test_fraction says
+    cropped: bool = False  # the videos are face crops already: no detection, every frame's centre square
 
 
 @dataclass(frozen=True)
 class FolderVideoTask:
-    """folder: detect, track and cut every usable face tube of one video."""
+    """folder: detect, track and cut every usable face tube of one video (with ``cropped``: cut the whole
+    video, in pieces of at most ``max_frames``)."""
 
     video_id: str
     path: str
@@ -79,6 +85,13 @@ class FolderVideoTask:
     @property
     def label(self) -> str:
         return self.path
+
+    @property
+    def person_id(self) -> str:
+        """The file's stem up to its first ``#`` when it has one (a clip already named ``person#video#...``, as
+        VoxCeleb's are), else the video id: identity sampling then draws pairs per person, not per clip."""
+        stem = Path(self.path).stem
+        return safe_id(stem.split("#", 1)[0]) if "#" in stem else self.video_id
 
 
 def run_listed_task(task: ListedVideoTask) -> PrepareReport:
@@ -140,14 +153,54 @@ def finished_folder_task(task: FolderVideoTask) -> dict[str, Any] | None:
     return manifest if all(is_complete(c, task.options) for c in clips) else None
 
 
-def _write_manifest(task: FolderVideoTask, clips: list[Path], reasons: list[str]) -> None:
+def _write_manifest(task: FolderVideoTask, clips: list[Path], as_is: list[Path], reasons: list[str]) -> None:
     path = manifest_path(task.options, task.video_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     out_dir = Path(task.options.out_dir)
-    body = {"key": _manifest_key(task), "clips": [str(c.relative_to(out_dir)) for c in clips], "rejected": reasons}
+    body = {"key": _manifest_key(task), "clips": [str(c.relative_to(out_dir)) for c in clips],
+            "as_is": [str(c.relative_to(out_dir)) for c in as_is], "rejected": reasons}
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
     temporary.write_text(json.dumps(body, indent=1))
     os.replace(temporary, path)
+
+
+def folder_split(video_id: str, settings: FolderSettings) -> str:
+    """``test`` for a video named in ``test_videos``, else the hash rule of ``test_fraction``."""
+    return "test" if video_id in settings.test_videos else split_of_video(video_id, settings.test_fraction)
+
+
+def _whole_video_pieces(info: VideoInfo, rules: TubeRules) -> tuple[list[tuple[int, int, IntBox]], list[str]]:
+    """``--cropped``: the video cut into pieces of at most ``max_frames``, each cropped to the centre square;
+    a piece shorter than ``min_frames`` (the tail of a long video, or a short video) is refused with its reason."""
+    box = centre_square(info.width, info.height)
+    pieces: list[tuple[int, int, IntBox]] = []
+    reasons: list[str] = []
+    for start in range(0, info.num_frames, rules.max_frames):
+        end = min(start + rules.max_frames, info.num_frames)
+        if end - start < rules.min_frames:
+            reasons.append(f"frames {start}-{end}: {end - start} frames < min_frames {rules.min_frames} "
+                           f"(--min-frames {end - start} keeps it)")
+        else:
+            pieces.append((start, end, box))
+    return pieces, reasons
+
+
+def _detected_tubes(
+    task: FolderVideoTask, info: VideoInfo, report: PrepareReport
+) -> tuple[list[TubeCrop], list[str]]:
+    settings = task.settings
+    min_face = detection_min_face(settings.rules.min_size, info.height, settings.detect_height)
+    detector = cached_face_detector(settings.detector, settings.device, settings.detect_height,
+                                    settings.min_score, min_face)
+    detections, _, seconds = detect_video_faces(Path(task.path), detector, settings.detect_every)
+    report.detected_frames += len(detections)
+    report.detection_seconds += seconds
+    return select_tubes(track_tubes(detections, settings.rules), info.width, info.height, settings.rules)
+
+
+# The reason given for a video where no face was found at all, with the options that might still find one.
+NO_FACE = ("no face detected (another --detector, --detect-height 0 or a lower --min-score may find it; "
+           "if the videos are already face crops, --cropped takes every frame as it is)")
 
 
 def run_folder_task(task: FolderVideoTask) -> PrepareReport:
@@ -155,38 +208,41 @@ def run_folder_task(task: FolderVideoTask) -> PrepareReport:
     settings, options = task.settings, task.options
     try:
         info = probe_video(task.path)
-        min_face = detection_min_face(settings.rules.min_size, info.height, settings.detect_height)
-        detector = cached_face_detector(settings.detector, settings.device, settings.detect_height,
-                                        settings.min_score, min_face)
-        detections, _, seconds = detect_video_faces(Path(task.path), detector, settings.detect_every)
+        if settings.cropped:
+            pieces, reasons = _whole_video_pieces(info, settings.rules)
+            kept = [(start, end, box, True) for start, end, box in pieces]
+        else:
+            tubes, reasons = _detected_tubes(task, info, report)
+            kept = [(t.tube.start, t.tube.end, t.box, t.as_is) for t in tubes]
     except VideoError as exc:
         report.failed.append(Failure(task.path, str(exc)))
         return report
-    report.detected_frames += len(detections)
-    report.detection_seconds += seconds
-    kept, reasons = select_tubes(track_tubes(detections, settings.rules), info.width, info.height, settings.rules)
     if not kept:
-        report.no_clips.append(Failure(task.path, "; ".join(reasons) if reasons else "no face detected"))
-    split = split_of_video(task.video_id, settings.test_fraction)
+        report.no_clips.append(Failure(task.path, "; ".join(reasons) if reasons else NO_FACE))
+    split = folder_split(task.video_id, settings)
     clips: list[Path] = []
+    as_is: list[Path] = []
     specs: list[ClipSpec] = []
-    for tube, crop in kept:
-        name = clip_name(task.video_id, task.video_id, tube.start, tube.end)
+    for start, end, crop, whole in kept:
+        name = clip_name(task.person_id, task.video_id, start, end)
         if any(c.name == name for c in clips):  # two faces over the same frames
-            name = clip_name(task.video_id, f"{task.video_id}-face{len(clips)}", tube.start, tube.end)
+            name = clip_name(task.person_id, f"{task.video_id}-face{len(clips)}", start, end)
         clip = clip_path(options, split, name)
         clips.append(clip)
+        if whole:
+            as_is.append(clip)
+            report.as_is.append(str(clip))
         if is_complete(clip, options):
             report.skipped.append(str(clip))
         elif clip.exists():
             complete_side_files(clip, options)
             report.written.append(str(clip))
         else:
-            specs.append(ClipSpec(name, split, tuple(range(tube.start, tube.end)), crop, info.fps))
+            specs.append(ClipSpec(name, split, tuple(range(start, end)), crop, info.fps))
     clip_report = extract_clips(Path(task.path), specs, options)
     report.merge(clip_report)
     if not clip_report.failed:
-        _write_manifest(task, clips, reasons)
+        _write_manifest(task, clips, as_is, reasons)
     return report
 
 

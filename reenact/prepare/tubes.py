@@ -7,7 +7,10 @@ tube (the boxes in between are the linear interpolation, which lies inside the u
 the first detection frame without a match, or before it would exceed ``max_frames`` (1024), in which
 case a new tube starts there. A tube is kept when it has at least ``min_frames`` (64) frames and the
 longer side of the union of its boxes is at least ``min_size`` pixels (256, as crop_vox); its crop is
-the union enlarged by ``increase`` (0.1), made square and shifted to stay inside the frame.
+the union enlarged by ``increase`` (0.1), made square and shifted to stay inside the frame. When that square
+is larger than the frame, the face with its margin fills the frame (the video is already a face crop): the
+crop is then the largest square of the frame that holds the union, and the tube is marked as taken as it is.
+Every refused tube comes with its reason and the option that would keep it.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from reenact.data.video import iter_frames
-from reenact.face.crop import IntBox, face_crop_box
+from reenact.face.crop import IntBox, face_crop_box, largest_square_holding
 from reenact.face.detection import FaceBox, FaceDetector, build_face_detector
 
 
@@ -89,26 +93,47 @@ def track_tubes(detections: Iterable[tuple[int, list[FaceBox]]], rules: TubeRule
     return sorted(closed + active, key=lambda tube: (tube.start, tube.first.x0))
 
 
+class TubeCrop(NamedTuple):
+    """A kept tube, its square crop in frame pixels, and whether the frame was taken as it is."""
+
+    tube: FaceTube
+    box: IntBox
+    as_is: bool  # the face with its margin fills the frame: the crop is the frame's largest square
+
+
+# Named in the refusals an already-cropped folder meets: crops of 256x256 or less (VoxCeleb as distributed) have
+# faces below crop_vox's 256 px, and --cropped is what such a folder needs.
+CROPPED_HINT = "if the videos are already face crops, --cropped takes every frame as it is"
+
+
 def select_tubes(
     tubes: list[FaceTube], frame_width: int, frame_height: int, rules: TubeRules
-) -> tuple[list[tuple[FaceTube, IntBox]], list[str]]:
-    """Keep tubes that satisfy the length/size/frame rules; returns (tube, crop box) pairs and reasons."""
-    kept: list[tuple[FaceTube, IntBox]] = []
+) -> tuple[list[TubeCrop], list[str]]:
+    """Keep tubes that satisfy the length/size/frame rules; returns their crops and, per refused tube, the
+    reason with the option that would keep it."""
+    kept: list[TubeCrop] = []
     reasons: list[str] = []
     for tube in tubes:
         where = f"face at frames {tube.start}-{tube.end}"
         size = max(tube.union.width, tube.union.height)
         if tube.num_frames < rules.min_frames:
-            reasons.append(f"{where}: {tube.num_frames} frames < min_frames {rules.min_frames}")
+            reasons.append(f"{where}: {tube.num_frames} frames < min_frames {rules.min_frames} "
+                           f"(--min-frames {tube.num_frames} keeps it)")
             continue
         if size < rules.min_size:
-            reasons.append(f"{where}: face size {size:.0f} px < min_size {rules.min_size:.0f}")
+            reasons.append(f"{where}: face size {size:.0f} px < min_size {rules.min_size:.0f} "
+                           f"(--min-size {int(size)} keeps it; {CROPPED_HINT})")
             continue
         crop = face_crop_box(tube.union, frame_width, frame_height, rules.increase, policy="shift")
-        if crop is None:
-            reasons.append(f"{where}: the square crop does not fit in the {frame_width}x{frame_height} frame")
+        if crop is not None:
+            kept.append(TubeCrop(tube, crop, as_is=False))
             continue
-        kept.append((tube, crop))
+        held = largest_square_holding(tube.union, frame_width, frame_height)
+        if held is None:
+            reasons.append(f"{where}: the face ({tube.union.width:.0f}x{tube.union.height:.0f} px) does not fit "
+                           f"in any square of the {frame_width}x{frame_height} frame ({CROPPED_HINT})")
+            continue
+        kept.append(TubeCrop(tube, held, as_is=True))
     return kept, reasons
 
 
