@@ -2,6 +2,11 @@
 
     python benchmarks/train_step.py --model fomm fomm_vox256 --batch 2 --size 256 --steps 5
     python benchmarks/train_step.py --model fomm_vox256 --device cuda --precision 32-true bf16-mixed
+    python benchmarks/train_step.py --model correlation "fomm_vox256 model/refinement=correlation \
+        model.network.refinement.extractor.num_down_blocks=4" --batch 2 --size 256
+
+A model is a preset name, optionally followed by Hydra overrides for it alone (one quoted argument): the default
+list covers FOMM, the correlation family and FOMM with correlation refinement at 256x256.
 
 The step is the task's own ``training_step`` (generator forward/backward incl. equivariance double-backward,
 per-network Adam steps, discriminator step when the preset has a GAN), run through a real Lightning Trainer
@@ -47,9 +52,15 @@ def synthetic_batches(batch: int, size: int, steps: int) -> list[dict[str, torch
              "driving": torch.rand(batch, 3, size, size, generator=generator)} for _ in range(steps)]
 
 
+# FOMM with correlation refinement at 256x256: four stride-2 stages give the 16x16 feature fields
+FOMM_REFINED_256 = "fomm_vox256 model/refinement=correlation model.network.refinement.extractor.num_down_blocks=4"
+
+
 def measure(model: str, batch: int, size: int, steps: int, device: str, precision: str,
             extra: list[str]) -> tuple[float, float]:
-    cfg = compose_config("train", [f"model={model}", "paths.root_dir=/tmp", "paths.output_dir=/tmp/bench", *extra])
+    preset, *own = model.split()
+    cfg = compose_config("train", [f"model={preset}", *own, "paths.root_dir=/tmp", "paths.output_dir=/tmp/bench",
+                                   *extra])
     with open_dict(cfg.model):
         # random VGG weights for the perceptual term (model.objective.terms.perceptual.vgg_pretrained=false) in
         # every preset that lists it: the cost is the same, and nothing downloads
@@ -75,7 +86,7 @@ def measure(model: str, batch: int, size: int, steps: int, device: str, precisio
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", default=["fomm", "fomm_vox256"])
+    parser.add_argument("--model", nargs="+", default=["fomm", "fomm_vox256", "correlation", FOMM_REFINED_256])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=5, help="timed steps (2 warm-up steps are added)")

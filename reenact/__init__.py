@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_pretrained"]
+__all__ = ["load_exported", "load_pretrained"]
 
 
 def __getattr__(name: str) -> Any:
@@ -13,4 +13,8 @@ def __getattr__(name: str) -> Any:
         from reenact.api import load_pretrained
 
         return load_pretrained
+    if name == "load_exported":  # an ONNX export directory on onnxruntime (pip install 'reenact[export]')
+        from reenact.export.onnx_backend import load_exported
+
+        return load_exported
     raise AttributeError(f"module 'reenact' has no attribute {name!r}")

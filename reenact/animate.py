@@ -3,6 +3,8 @@
     python -m reenact.animate ckpt_path=logs/train/runs/<run> source=me.jpg driving=talk.mp4 output=me.mp4
     python -m reenact.animate ckpt_path=<run> source=faces/ driving=talk.mp4 output=videos/ paste_back=true
     python -m reenact.animate ckpt_path=<run> source=me.jpg driving=talk.mp4 reference_frame=best side_by_side=true
+    python -m reenact.animate ckpt_path=<run> source=[front.jpg,smile.jpg] driving=talk.mp4 output=me.mp4  # several
+    python -m reenact.animate backend=onnxruntime export_dir=exported/ source=me.jpg driving=talk.mp4 output=me.mp4
 
 Options and defaults: ``reenact/conf/animate.yaml``. Bad input (no face in the source, an unreadable video, a
 checkpoint of another model family, a missing file) is reported as one line with exit code 2. ``run(cfg)``
@@ -26,6 +28,7 @@ from reenact.utils.messages import one_line
 
 log = logging.getLogger("reenact.animate")
 REQUIRED = ("ckpt_path", "source", "driving")
+BACKENDS = ("pytorch", "onnxruntime")
 
 
 def options_from_config(cfg: DictConfig) -> Any:
@@ -65,10 +68,15 @@ def options_from_config(cfg: DictConfig) -> Any:
 
 def run(cfg: DictConfig) -> list[Any]:
     """Animate ``cfg.source`` (an image or a folder) with ``cfg.driving``; returns one result per source."""
-    for key in REQUIRED:
+    backend = cfg.get("backend", "pytorch")
+    if backend not in BACKENDS:
+        raise AnimationInputError(f"backend={backend!r}; choose one of {', '.join(BACKENDS)}")
+    model_key = "ckpt_path" if backend == "pytorch" else "export_dir"
+    for key in (model_key, *REQUIRED[1:]):
         if OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, ""):
-            raise AnimationInputError(f"{key} is required: python -m reenact.animate ckpt_path=CKPT source=IMAGE "
-                                      f"driving=VIDEO output=OUT.mp4")
+            raise AnimationInputError(f"{key} is required: python -m reenact.animate {model_key}="
+                                      f"{'CKPT' if backend == 'pytorch' else 'DIR backend=onnxruntime'} "
+                                      f"source=IMAGE driving=VIDEO output=OUT.mp4")
     family = cfg.get("model_family")
     if family is not None:
         from reenact.families.base import UnknownFamilyError, get_family
@@ -82,7 +90,12 @@ def run(cfg: DictConfig) -> list[Any]:
     from reenact.animation.video_job import animate_files
     from reenact.api import load_pretrained
 
-    model = load_pretrained(cfg.ckpt_path, device=cfg.get("device", "auto"), expected_family=family)
+    if backend == "onnxruntime":  # the graphs of python -m reenact.export, on the CPU
+        from reenact.export.onnx_backend import load_exported
+
+        model = load_exported(cfg.export_dir, expected_family=family)
+    else:
+        model = load_pretrained(cfg.ckpt_path, device=cfg.get("device", "auto"), expected_family=family)
     log.info("loaded a %s model at %dx%d on %s", model.family, model.frame_size, model.frame_size, model.device)
     default_dir = Path(cfg.paths.output_dir) if cfg.get("output") is None else Path(".")
     results = animate_files(model, cfg.source, cfg.driving, cfg.get("output"), options, default_dir)

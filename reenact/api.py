@@ -4,6 +4,8 @@
     model = reenact.load_pretrained("logs/train/runs/<run>/checkpoints/last.ckpt", device="cpu")
     out = model.reconstruct(source, driving)          # tensors (B, 3, H, W) in [0, 1]
     frames = model.animate(source_image, driving_frames, relative=True)   # (T, 3, H, W)
+    frames = model.animate(sources, driving_frames)   # several images of one person (S, 3, H, W), where the family
+                                                      # renders from several (model.network.max_sources)
 
 Files in, video out (face cropping, audio, paste-back): :func:`reenact.animation.video_job.animate_files`, or
 ``python -m reenact.animate ckpt_path=CKPT source=IMAGE driving=VIDEO output=OUT.mp4``.
@@ -63,7 +65,9 @@ class PretrainedModel:
         precision: str = "fp32",
         progress: bool = False,
     ) -> torch.Tensor:
-        """Drive one source image (3, H, W) with frames (T, 3, H, W), both in [0, 1] and already cropped;
+        """Drive one source image (3, H, W), or several images of one person (S, 3, H, W) for a family that
+        renders from several (others refuse them in one line), with frames (T, 3, H, W), all in [0, 1] and already
+        cropped;
         returns (T, 3, H', W') in [0, 1] on the CPU. Inputs of another size are resized to ``frame_size``.
 
         relative: the family's relative motion transfer (FOMM's normalize_kp, LivePortrait's relative pose);
@@ -75,7 +79,9 @@ class PretrainedModel:
         from reenact.layers.geometry import resize_to
 
         size = (self.frame_size, self.frame_size)
-        source = resize_to(source_image[None].to(self.device, torch.float32), size)[0]
+        images = source_image if source_image.dim() == 4 else source_image[None]  # (S, 3, H, W)
+        source = resize_to(images.to(self.device, torch.float32), size)
+        source = source if source_image.dim() == 4 else source[0]
         return animate_frames(self.network, source, driving_frames, relative=relative,
                               adapt_movement_scale=adapt_movement_scale, batch_size=batch_size,
                               reference_frame=reference_frame, precision=precision, progress=progress)

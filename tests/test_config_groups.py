@@ -15,8 +15,8 @@ from reenact.utils.hydra_utils import CONFIG_DIR, compose_config, to_plain
 
 CONF = Path(CONFIG_DIR)
 # groups chosen on the command line as group=option (hydra/launcher is hydra's own group)
-GROUPS = ["data", "model", "trainer", "logger", "callbacks", "paths", "debug", "experiment", "hparams_search",
-          "hydra/launcher"]
+GROUPS = ["data", "model", "model/refinement", "trainer", "logger", "callbacks", "paths", "debug", "experiment",
+          "hparams_search", "hydra/launcher"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 # logger extras that are optional installs (pyproject extras); without them the logger cannot be built
 OPTIONAL_MODULES = {"tensorboard": "tensorboard"}
@@ -50,7 +50,7 @@ def test_option_composes_and_builds(group: str, option: str, tmp_path: Path, mon
         return
     offline(cfg)
     plain = to_plain(cfg)  # every interpolation resolves
-    if group in ("model", "experiment"):
+    if group in ("model", "model/refinement", "experiment"):
         task = instantiate(cfg.model, _partial_=True)(model_config=plain["model"], data_config=plain["data"])
         assert task.network.family == cfg.model.family
     if group in ("data", "experiment"):

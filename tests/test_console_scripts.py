@@ -19,6 +19,8 @@ SCRIPTS = {
     "reenact-prepare": "reenact.prepare",
     "reenact-convert": "reenact.convert",
     "reenact-info": "reenact.info",
+    "reenact-warp": "reenact.warp",
+    "reenact-export": "reenact.export",
 }
 HELP_TIMEOUT_S = 120  # generous: a loaded 2-core machine imports torch and composes the config in a few seconds
 

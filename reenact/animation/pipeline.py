@@ -1,6 +1,7 @@
-"""Batched animation on tensors: one source image, driving frames in batches, rendered frames out.
+"""Batched animation on tensors: one source image (or several of one person), driving frames in batches, rendered
+frames out.
 
-    animator = Animator(network, source)                      # source (3, H, W) in [0, 1]
+    animator = Animator(network, source)                      # source (3, H, W) or sources (S, 3, H, W) in [0, 1]
     motion_all = encode_driving(network, batches)             # the motion of every driving frame (pass 1)
     reference = choose_reference(network, animator.source_motion, motion_all, "first")
     for out in animator.render_batches(motion_all, reference):   # (B, 3, H', W') predictions (pass 2)
@@ -8,7 +9,9 @@
 
 ``network`` is any :class:`reenact.families.base.ReenactmentFamily`: the family encodes motion, transfers it and
 renders. Driving motion is encoded for the whole video before anything is rendered, because the reference
-frame (the first, or the one whose pose is closest to the source's) must be known first; motion is small
+frame (the first, or the one whose pose is closest to the source's) must be known first; with several source
+images the first one is the source the motion is transferred to (relative motion, best reference frame), and the
+family draws on all of them when it renders (a family that takes one source says so in one line); motion is small
 (a few hundred numbers per frame), so videos are never held in memory as images. ``precision="bf16"``
 runs the networks under ``torch.autocast`` with bfloat16 (meant for GPUs; it also runs, slowly, on CPU);
 the motion arithmetic stays in float32.
@@ -115,18 +118,24 @@ def choose_reference(network: ReenactmentFamily, source_motion: Motion, motion_a
 
 
 class Animator:
-    """One network and one source image: the source's motion once, then frames for driving motion."""
+    """One network and one source image (or several of one person): the sources' motion once, then frames for
+    driving motion."""
 
     def __init__(self, network: ReenactmentFamily, source_image: torch.Tensor, precision: str = "fp32") -> None:
-        if source_image.dim() != 3 or source_image.shape[0] != 3:
-            raise ValueError(f"source_image must be (3, H, W), got {tuple(source_image.shape)}")
+        if source_image.dim() not in (3, 4) or source_image.shape[-3] != 3 or source_image.numel() == 0:
+            raise ValueError(f"source_image must be (3, H, W) or (S, 3, H, W), got {tuple(source_image.shape)}")
         if not isinstance(network, ReenactmentFamily):
             raise TypeError(f"{type(network).__qualname__} is not a ReenactmentFamily")
+        sources = source_image if source_image.dim() == 4 else source_image[None]  # (S, 3, H, W)
+        network.check_sources(sources.shape[0])  # one line when the family takes fewer
         self.network = network
         self.device = network_device(network)
         self.precision = precision
-        self.source = source_image[None].to(self.device, torch.float32)  # (1, 3, H, W)
-        self.source_motion = encode_frames(network, self.source, precision)
+        self.sources = sources.to(self.device, torch.float32)  # (S, 3, H, W)
+        self.source = self.sources[:1]  # (1, 3, H, W): the one motion is transferred to
+        motions = encode_frames(network, self.sources, precision)
+        self.source_motions = [select_motion(motions, i) for i in range(self.sources.shape[0])]  # batch 1 each
+        self.source_motion = self.source_motions[0]
 
     @torch.no_grad()
     def render(self, driving_motion: Motion, reference_motion: Motion, relative: bool = True,
@@ -139,8 +148,13 @@ class Animator:
                                              adapt_movement_scale=adapt_movement_scale)
         batch = motion_length(driving_motion)
         with autocast(self.device, self.precision):
-            generated = self.network.render(self.source.expand(batch, -1, -1, -1),
-                                            expand_motion(self.source_motion, batch), moved)
+            if self.sources.shape[0] == 1:
+                generated = self.network.render(self.source.expand(batch, -1, -1, -1),
+                                                expand_motion(self.source_motion, batch), moved)
+            else:
+                generated = self.network.render_sources(
+                    self.sources[None].expand(batch, -1, -1, -1, -1),
+                    [expand_motion(motion, batch) for motion in self.source_motions], moved)
         return {"prediction": generated["prediction"].float().clamp(0.0, 1.0), "motion": moved}
 
     def render_batches(self, motion_all: Motion, reference_index: int, batch_size: int = 16,
@@ -170,8 +184,9 @@ def animate_frames(
     precision: str = "fp32",
     progress: bool = False,
 ) -> torch.Tensor:
-    """Drive ``source_image`` (3, H, W) with ``driving_frames`` (T, 3, H, W), both in [0, 1]; returns
-    (T, 3, H', W') on the CPU. Driving frames of another size are resized to the source's."""
+    """Drive ``source_image`` (3, H, W), or several images of one person (S, 3, H, W), with ``driving_frames``
+    (T, 3, H, W), all in [0, 1]; returns (T, 3, H', W') on the CPU. Driving frames of another size are resized to the
+    source's."""
     if driving_frames.dim() != 4 or driving_frames.shape[1] != 3 or driving_frames.shape[0] == 0:
         raise ValueError(f"driving_frames must be (T, 3, H, W) with T >= 1, got {tuple(driving_frames.shape)}")
     animator = Animator(network, source_image, precision)

@@ -7,7 +7,9 @@ The output has the driving video's frame rate and exactly its number of frames (
 carries its audio when it has some. The driving video is decoded in streams: once to find its face crop,
 once for its motion (shared by all sources), and once more per source only for the side-by-side
 video. A folder of source images gives one video per image; images without a face are skipped there
-(with a warning), while a single source without a face stops with :class:`NoFaceError`.
+(with a warning), while a single source without a face stops with :class:`NoFaceError`. A list of images
+(``source=[a.jpg,b.jpg]``) is several images of one person for one video, for a family that renders from several
+sources: the first is the one the motion is transferred to (and pasted back into); the others lend appearance.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import functools
 import itertools
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,13 +177,17 @@ def prepare_source(path: Path, options: AnimationOptions, detector: Any) -> tupl
     return path, image, box
 
 
-def animate_one(model: Any, source: tuple[Path, np.ndarray, IntBox], driving: DrivingVideo, output: Path,
-                options: AnimationOptions) -> AnimationResult:
-    """Animate one prepared source image with the prepared driving video; writes ``output``."""
-    source_path, image, box = source
+def animate_one(model: Any, source: tuple[Path, np.ndarray, IntBox] | list[tuple[Path, np.ndarray, IntBox]],
+                driving: DrivingVideo, output: Path, options: AnimationOptions) -> AnimationResult:
+    """Animate one prepared source image (or several of one person, the first being the main one) with the prepared
+    driving video; writes ``output``."""
+    group = source if isinstance(source, list) else [source]
+    source_path, image, box = group[0]
     size = model.frame_size
     source_crop = crop_and_resize(image, box, size)
-    animator = Animator(model.network, image_tensor(source_crop, model.device), options.precision)
+    crops = np.stack([source_crop, *(crop_and_resize(i, b, size) for _, i, b in group[1:])])  # (S, size, size, 3)
+    animator = Animator(model.network, image_tensor(crops if len(group) > 1 else source_crop, model.device),
+                        options.precision)
     if driving.motion is None:
         with progress_bar(driving.num_frames, f"motion {driving.path.name}", options.progress) as bar:
             driving.motion = encode_driving(
@@ -232,10 +238,19 @@ def animate_one(model: Any, source: tuple[Path, np.ndarray, IntBox], driving: Dr
     return AnimationResult(source_path, output, written, driving.info.fps, box, reference, side_path)
 
 
-def animate_files(model: Any, source: str | Path, driving: str | Path, output: str | Path | None = None,
-                  options: AnimationOptions | None = None, default_dir: str | Path = ".") -> list[AnimationResult]:
-    """Animate a source image (or every image of a folder) with a driving video; one result per source."""
+def animate_files(model: Any, source: str | Path | Sequence[str | Path], driving: str | Path,
+                  output: str | Path | None = None, options: AnimationOptions | None = None,
+                  default_dir: str | Path = ".") -> list[AnimationResult]:
+    """Animate a source image (or every image of a folder) with a driving video; one result per source. A list of
+    images is several images of one person: one video, one result."""
     options = options or AnimationOptions()
+    if not isinstance(source, str | Path):
+        paths = [Path(str(p)) for p in source]
+        if len(paths) > 1:
+            return [animate_group(model, paths, driving, output, options, default_dir)]
+        if not paths:
+            raise AnimationInputError("source=[]: give a source image")
+        source = paths[0]
     if options.batch_size < 1:
         raise AnimationInputError(f"batch_size must be >= 1, got {options.batch_size}")
     if options.best_frame_by not in BEST_FRAME_METHODS:
@@ -259,3 +274,20 @@ def animate_files(model: Any, source: str | Path, driving: str | Path, output: s
     if all(r.skipped for r in results):
         raise NoFaceError(f"no face found in any of the {len(sources)} source images in {source}")
     return results
+
+
+def animate_group(model: Any, sources: list[Path], driving: str | Path, output: str | Path | None,
+                  options: AnimationOptions, default_dir: str | Path) -> AnimationResult:
+    """Several images of one person (each needs a face unless crop.allow_no_face) -> one video named after the
+    first."""
+    model.network.check_sources(len(sources))  # one line, before any file is read, for a one-source family
+    for path in sources:
+        if path.is_dir():
+            raise AnimationInputError(f"source list entry {path} is a folder; list image files")
+        list_source_images(path)  # exists
+    if options.batch_size < 1:
+        raise AnimationInputError(f"batch_size must be >= 1, got {options.batch_size}")
+    output_path = output_paths(sources[:1], Path(driving), output, Path(default_dir))[0]
+    detector = build_detector(options.crop) if options.crop.source else None
+    prepared = [prepare_source(path, options, detector) for path in sources]
+    return animate_one(model, prepared, prepare_driving(driving, options), output_path, options)

@@ -1,7 +1,9 @@
 """FOMM's training augmentations, applied identically to the source and the driving frame.
 
 Time flip (swap source and driving) fires with probability `time_flip_p`; as in FOMM, when it fires the
-horizontal flip is skipped. The horizontal flip mirrors both images, negates the normalised landmark x
+horizontal flip is skipped. A sample with several source frames (`sources` (S, 3, H, W), the source first) gets the
+same flip and colour jitter on every frame; a time flip swaps the driving frame with the first source.
+The horizontal flip mirrors both images, negates the normalised landmark x
 coordinate (the align_corners=True convention makes x_px -> W-1-x_px exactly x -> -x), re-orders mirrored
 landmark pairs (left eye <-> right eye) when a permutation is given, and negates yaw and roll labels.
 Colour jitter draws one brightness/contrast/saturation/hue setting and one operation order per sample, like
@@ -25,6 +27,7 @@ IBUG68_FLIP_PERMUTATION = (
     *range(54, 47, -1), 59, 58, 57, 56, 55, *range(64, 59, -1), 67, 66, 65,
 )
 FRAMES = ("source", "driving")
+SOURCES = "sources"  # optional (S, 3, H, W): several source frames, the first equal to `source`
 
 
 class Augmentation:
@@ -62,6 +65,8 @@ class Augmentation:
             sample = time_flip(sample)
         elif self._coin(self.horizontal_flip_p, generator):
             sample = horizontal_flip(sample, self.landmark_flip_permutation)
+        if SOURCES in sample:  # the first source follows `source` through a time flip
+            sample[SOURCES] = torch.cat([sample["source"][None], sample[SOURCES][1:]])
         return self._jitter(sample, generator)
 
     @staticmethod
@@ -79,8 +84,12 @@ class Augmentation:
         order = [name for name in order if getattr(self, name) > 0]  # a disabled op must not even round
         if not order:
             return sample
-        images = colour_jitter(torch.stack([sample[key] for key in FRAMES]), settings, order)  # (2, 3, H, W)
+        extra = sample[SOURCES][1:] if SOURCES in sample else sample["source"][None][:0]  # (S - 1, 3, H, W)
+        frames = torch.cat([torch.stack([sample[key] for key in FRAMES]), extra])  # (2 + S - 1, 3, H, W)
+        images = colour_jitter(frames, settings, order)  # per image, one setting for all
         sample["source"], sample["driving"] = images[0], images[1]
+        if SOURCES in sample:
+            sample[SOURCES] = torch.cat([images[:1], images[2:]])
         return sample
 
 
@@ -145,6 +154,8 @@ def horizontal_flip(
 ) -> dict[str, torch.Tensor]:
     """Mirror images, landmarks (normalised coords, (L, 2)) and pose labels (yaw, pitch, roll) left-right."""
     flipped = dict(sample)
+    if SOURCES in sample:
+        flipped[SOURCES] = sample[SOURCES].flip(-1)
     for frame in FRAMES:
         flipped[frame] = sample[frame].flip(-1)
         if f"{frame}_landmarks" in sample:

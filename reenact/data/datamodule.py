@@ -99,8 +99,14 @@ class ReenactDataModule(LightningDataModule):
         persistent_workers: bool = True,
         cache_mb: float = 0.0,
         seed: int = 0,
+        num_sources: int = 1,
     ) -> None:
+        """``num_sources``: source frames per training pair (batch key ``sources`` (B, S, 3, H, W) when > 1), for
+        families that render from several source images of one person."""
         super().__init__()
+        if isinstance(num_sources, bool) or not isinstance(num_sources, int) or num_sources < 1:
+            raise ConfigError(f"data.num_sources: expected a positive int, got {num_sources!r}")
+        self.num_sources = num_sources
         if (root is None) == (synthetic is None):
             raise ValueError("ReenactDataModule needs exactly one of `root` (a clip folder) or `synthetic`")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -172,7 +178,8 @@ class ReenactDataModule(LightningDataModule):
             return
         train_dir, test_dir, train_ids, test_ids = self._folders()
         self.train_set = PairDataset(train_dir, self.frame_size, self.id_sampling, self.num_repeats, None,
-                                     identities=train_ids, seed=self.seed, cache_mb=self.cache_mb)
+                                     identities=train_ids, seed=self.seed, cache_mb=self.cache_mb,
+                                     num_sources=self.num_sources)
         if self.augment:
             self.train_set.augmentation = Augmentation(
                 **self.augmentation_args, landmark_flip_permutation=self._landmark_flip_permutation(self.train_set))
@@ -218,4 +225,4 @@ class ReenactDataModule(LightningDataModule):
                      f"{'all' if self.val_max_frames is None else f'<= {self.val_max_frames}'} frames; "
                      f"landmarks={self.train_set.with_landmarks}, pose={self.train_set.with_pose}")
         return (text + f"; batch {self.batch_size} ({self.batch_size_per_device}/device), workers {self.num_workers}, "
-                f"augment={self.augment}")
+                f"augment={self.augment}" + (f", {self.num_sources} sources per pair" if self.num_sources > 1 else ""))

@@ -146,7 +146,12 @@ def normalise_landmarks(points: np.ndarray, width: int, height: int, size: int) 
 
 
 class PairDataset(Dataset):
-    """Two random frames (sorted in time: source first) of one clip per item, FOMM style."""
+    """Two random frames (sorted in time: source first) of one clip per item, FOMM style.
+
+    With ``num_sources`` S > 1 an item also holds ``sources`` (S, 3, H, W): the source frame first, then S - 1 more
+    random frames of the same clip (drawn after the pair, so the pair is the one S = 1 draws), for families that
+    render from several source images. Landmarks and pose are returned for the first source only.
+    """
 
     def __init__(
         self,
@@ -158,9 +163,13 @@ class PairDataset(Dataset):
         identities: Sequence[str] | None = None,
         seed: int = 0,
         cache_mb: float = 0.0,
+        num_sources: int = 1,
     ) -> None:
         if frame_size < 2 or num_repeats < 1:
             raise ValueError(f"frame_size must be >= 2 and num_repeats >= 1, got {frame_size}, {num_repeats}")
+        if isinstance(num_sources, bool) or not isinstance(num_sources, int) or num_sources < 1:
+            raise ValueError(f"num_sources must be a positive int, got {num_sources!r}")
+        self.num_sources = num_sources
         self.root = Path(root)
         self.frame_size = frame_size
         self.id_sampling = id_sampling
@@ -214,8 +223,10 @@ class PairDataset(Dataset):
         for attempt in range(MAX_DRAW_ATTEMPTS):
             clip = self._choose(index, attempt, rng)
             frames = np.sort(rng.integers(0, clip.num_frames, size=2))  # with replacement, as FOMM
+            # more source frames, drawn after the pair (nothing is drawn for S = 1: the same pairs as before)
+            extra = rng.integers(0, clip.num_frames, size=self.num_sources - 1).tolist() if self.num_sources > 1 else []
             try:
-                images = to_tensor_frames(self._read(clip, frames.tolist()), self.frame_size)
+                images = to_tensor_frames(self._read(clip, [*frames.tolist(), *extra]), self.frame_size)
             except (VideoError, IndexError) as exc:
                 self.decode_failures += 1
                 self._broken.add(clip.path)
@@ -223,6 +234,8 @@ class PairDataset(Dataset):
                             self.decode_failures, exc)
                 continue
             sample = {"source": images[0], "driving": images[1]}
+            if self.num_sources > 1:
+                sample["sources"] = torch.cat([images[:1], images[2:]])  # (S, 3, H, W), the source first
             if self.with_landmarks:
                 points = np.load(clip.landmarks, mmap_mode="r")[frames]
                 points = normalise_landmarks(points, clip.width, clip.height, self.frame_size)

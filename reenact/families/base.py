@@ -21,6 +21,16 @@ What a family provides:
 - ``optimizer_groups()``: the parameters of each optimiser group, a partition of the family's parameters.
 - ``parameter_report()``: the networks ``python -m reenact.info`` lists with their parameter counts.
 - ``converter``: optionally, the function importing a published release (see :mod:`reenact.convert`).
+- Several source images of one person: ``max_sources`` says how many one prediction can use (1 by default; None: any
+  number). ``forward_sources(sources (B, S, 3, H, W), driving)`` and ``render_sources(sources, source_motions (S
+  motions of batch B), driving_motion)`` are the several-source forms of ``forward`` and ``render``; the defaults
+  take one source and refuse more with :class:`SeveralSourcesError` (one line). A training batch may carry
+  ``sources`` (B, S, 3, H, W) beside ``source`` (= ``sources[:, 0]``); the default ``training_forward`` passes it on.
+- ``encode_source(source)`` and ``render_encoded(encoding, source_motion, driving_motion)``: rendering split into
+  what depends on the source image alone (computed once per source) and the rest, for exported inference
+  (:mod:`reenact.export`). The defaults keep the source image as its encoding and call ``render``.
+  ``export_unsupported`` names, in one line, the operator that keeps a family from being exported to ONNX (None
+  when it can be).
 
 Families register themselves with :func:`register_family` under the name that configs (``model.family``) and
 checkpoints carry.
@@ -63,6 +73,10 @@ class ReenactmentFamily(nn.Module):
     converter: ClassVar[str | None] = None
     # the preset the converter builds by default (the release's sizes)
     converter_preset: ClassVar[str | None] = None
+    # why this family cannot be exported to ONNX, naming the operator (one line); None when it can
+    export_unsupported: ClassVar[str | None] = None
+    # how many source images of one person one prediction can use; None: any number
+    max_sources: ClassVar[int | None] = 1
 
     # ------------------------------------------------------------------ training
     def forward(self, source: torch.Tensor, driving: torch.Tensor) -> ModelOutput:
@@ -70,8 +84,28 @@ class ReenactmentFamily(nn.Module):
         raise NotImplementedError
 
     def training_forward(self, batch: dict[str, Any]) -> ModelOutput:
-        """The task's forward on a training batch; the default reconstructs ``driving`` from ``source``."""
+        """The task's forward on a training batch; the default reconstructs ``driving`` from ``source``, or from
+        ``sources`` (B, S, 3, H, W) when the batch holds several source frames per sample."""
+        sources = batch.get("sources")
+        if sources is not None and sources.shape[1] > 1:
+            return self.forward_sources(sources, batch["driving"])
         return self(batch["source"], batch["driving"])
+
+    def check_sources(self, count: int) -> None:
+        """Refuse, in one line, a number of source images this family cannot use."""
+        if count < 1:
+            raise SeveralSourcesError(f"at least one source image is needed, got {count}")
+        if self.max_sources is not None and count > self.max_sources:
+            raise SeveralSourcesError(
+                f"the {self.family!r} family renders from at most {self.max_sources} source image"
+                f"{'s' if self.max_sources > 1 else ''}; got {count}"
+            )
+
+    def forward_sources(self, sources: torch.Tensor, driving: torch.Tensor) -> ModelOutput:
+        """sources (B, S, 3, H, W), driving (B, 3, H, W) -> the reconstruction of ``driving`` from all S sources
+        (``motion_source``: the first source's motion). The default takes S = 1 only."""
+        self.check_sources(sources.shape[1])
+        return self(sources[:, 0], driving)
 
     def set_progress(self, step: int, epoch: int) -> None:
         """Called before every training step; families whose behaviour follows training progress override it."""
@@ -92,6 +126,25 @@ class ReenactmentFamily(nn.Module):
     def render(self, source: torch.Tensor, source_motion: Motion, driving_motion: Motion) -> ModelOutput:
         """source (B, 3, H, W) with its motion -> the source moved to ``driving_motion`` (batch B each)."""
         raise NotImplementedError
+
+    def render_sources(
+        self, sources: torch.Tensor, source_motions: list[Motion], driving_motion: Motion
+    ) -> ModelOutput:
+        """sources (B, S, 3, H, W), one motion of batch B per source -> the person moved to ``driving_motion``,
+        drawing on every source. The default takes S = 1 only."""
+        self.check_sources(sources.shape[1])
+        return self.render(sources[:, 0], source_motions[0], driving_motion)
+
+    def encode_source(self, source: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What rendering needs of source images (B, 3, H, W), computed once per source: named tensors with the
+        batch first (feature maps, the image itself...). The default keeps the image."""
+        return {"image": source}
+
+    def render_encoded(
+        self, encoding: dict[str, torch.Tensor], source_motion: Motion, driving_motion: Motion
+    ) -> torch.Tensor:
+        """The prediction (B, 3, H', W') for :meth:`encode_source`'s output; equals ``render``'s prediction."""
+        return self.render(encoding["image"], source_motion, driving_motion)["prediction"]
 
     def transfer_motion(
         self,
@@ -131,7 +184,16 @@ class ReenactmentFamily(nn.Module):
 _FAMILIES: dict[str, type[ReenactmentFamily]] = {}
 # Modules that define the families shipped with reenact; imported on first lookup so that ``get_family`` works
 # without the caller importing them.
-BUILTIN_FAMILY_MODULES = ("reenact.families.fomm", "reenact.families.liveportrait")
+BUILTIN_FAMILY_MODULES = (
+    "reenact.families.fomm",
+    "reenact.families.liveportrait",
+    "reenact.families.correlation",
+    "reenact.families.implicit_warping",
+)
+
+
+class SeveralSourcesError(ReenactError, ValueError):
+    """More source images than a family can use (one, for most families)."""
 
 
 class UnknownFamilyError(ReenactError, KeyError):

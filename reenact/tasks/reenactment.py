@@ -13,7 +13,9 @@ on), ``frozen`` (never trains: a second stage with the rest fixed) and ``grad_cl
 (gradient-norm clipping). A group the config does not list trains with the defaults (from epoch 0, no clipping).
 Schedulers step once per epoch.
 Validation reconstructs each held-out video from its first frame and logs ``val/l1`` beside
-``val/l1_copy_source`` (the error of just showing the source frame) so anyone can see whether motion transfers.
+``val/l1_copy_source`` (the error of just showing the source frame) so anyone can see whether motion transfers. A
+family that renders from several source images (``max_sources`` > 1 or None) also logs ``val/l1_two_sources``: every
+frame reconstructed from the first and the middle frame together.
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ class ReenactmentTask(LightningModule):
         self.seed = seed
         self.model_config = model_config
         self.data_config = data_config
+        num_sources = (data_config or {}).get("num_sources", 1)
+        if isinstance(num_sources, int) and num_sources > 1:
+            network.check_sources(num_sources)  # one line when the family renders from one source only
         # global step of the last validation (None before the first): the entry point validates the final weights
         # when training stopped between validation epochs (time cap, schedule end)
         self.validated_at_step: int | None = None
@@ -235,18 +240,27 @@ class ReenactmentTask(LightningModule):
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
-    def reconstruct_video(self, video: torch.Tensor) -> torch.Tensor:
-        """Frame 0 drives nothing: it is the source, and every frame t is reconstructed from (source, frame t).
+    def reconstruct_video(self, video: torch.Tensor, source_frames: tuple[int, ...] = (0,)) -> torch.Tensor:
+        """Every frame t is reconstructed from (the source frames, frame t); by default frame 0 is the one source.
 
         video: (T, 3, H, W) in [0, 1] -> prediction (T, 3, H, W).
         """
-        source = video[:1]
+        sources = video[list(source_frames)][None]  # (1, S, 3, H, W)
         predictions = []
         for start in range(0, video.shape[0], self.val_chunk_frames):
             driving = video[start : start + self.val_chunk_frames]
-            output = self.network(source.expand(driving.shape[0], -1, -1, -1), driving)
+            batch = driving.shape[0]
+            if sources.shape[1] == 1:
+                output = self.network(sources[:, 0].expand(batch, -1, -1, -1), driving)
+            else:
+                output = self.network.forward_sources(sources.expand(batch, -1, -1, -1, -1), driving)
             predictions.append(output["prediction"].clamp(0, 1))
         return torch.cat(predictions)
+
+    @property
+    def validates_two_sources(self) -> bool:
+        """Whether validation also reconstructs from two sources (the family renders from several)."""
+        return self.network.max_sources is None or self.network.max_sources >= 2
 
     def configure_callbacks(self) -> list[Any]:
         """PreciseBN (``precise_bn_batches`` > 0) is part of a recipe, so the model preset switches it on."""
@@ -260,8 +274,11 @@ class ReenactmentTask(LightningModule):
         video = resize_to(video, tuple(prediction.shape[-2:]))
         l1 = (prediction - video).abs().mean()
         copy_source = (video[:1] - video).abs().mean()
-        self.log_dict({"val/l1": l1, "val/l1_copy_source": copy_source}, on_step=False, on_epoch=True,
-                      batch_size=1, sync_dist=True)
+        logged = {"val/l1": l1, "val/l1_copy_source": copy_source}
+        if self.validates_two_sources and video.shape[0] >= 2:  # the first and the middle frame
+            two = self.reconstruct_video(batch["video"][0], (0, video.shape[0] // 2))
+            logged["val/l1_two_sources"] = (two - video).abs().mean()
+        self.log_dict(logged, on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:

@@ -13,6 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from reenact.errors import ReenactError
 from reenact.families.base import ReenactmentFamily, get_family, registered_families
 from reenact.layers.geometry import make_coordinate_grid
 from reenact.losses.terms import LossContext
@@ -55,7 +56,7 @@ def smallest_preset() -> dict[str, str]:
     return {family: preset for family, (_, preset) in best.items()}
 
 
-BUILTIN = ["fomm", "liveportrait"]
+BUILTIN = ["fomm", "liveportrait", "implicit_warping", "correlation"]
 
 
 @pytest.fixture(params=BUILTIN)
@@ -139,13 +140,24 @@ def test_parameter_groups_partition_the_parameters(family_task) -> None:
     assert set(seen) == {id(p) for p in task.network.parameters()}
 
 
+def has_relative_motion(network: ReenactmentFamily, motion: dict) -> bool:
+    """Whether the family has a relative motion transfer; one without refuses it with a one-line user error."""
+    try:
+        network.transfer_motion(motion, motion, motion, relative=True)
+    except ReenactError as exc:
+        assert "\n" not in str(exc) and "relative" in str(exc)
+        return False
+    return True
+
+
 def test_relative_transfer_with_reference_equal_to_source_returns_the_source_motion(family_task) -> None:
     task, _ = family_task
     network = task.network.eval()
     source = frames(1, 4)
     with torch.no_grad():
         motion = network.compact_motion(network.encode_motion(source))
-        moved = network.transfer_motion(motion, motion, motion, relative=True)
+        relative = has_relative_motion(network, motion)  # False: absolute transfer of the same frame instead
+        moved = network.transfer_motion(motion, motion, motion, relative=relative)
         direct = network.render(source, motion, motion)["prediction"]
         transferred = network.render(source, motion, moved)["prediction"]
     for key, value in moved.items():
@@ -169,7 +181,10 @@ def test_checkpoint_round_trip_gives_identical_outputs(family_task, tmp_path: Pa
     with torch.no_grad():
         expected = task.network(source, driving)["prediction"]
     assert torch.equal(loaded.reconstruct(source, driving)["prediction"], expected)
-    animated = loaded.animate(source[0], driving, relative=True, reference_frame="best")
+    with torch.no_grad():
+        relative = has_relative_motion(loaded.network, loaded.network.compact_motion(
+            loaded.network.encode_motion(source[:1])))
+    animated = loaded.animate(source[0], driving, relative=relative, reference_frame="best")
     assert animated.shape[0] == 2 and torch.isfinite(animated).all()
 
     # the evaluation entry point's reconstruction protocol on a folder holding one clip
@@ -213,3 +228,38 @@ def test_model_config_travels_in_the_checkpoint(family_task) -> None:
     stored = checkpoint["reenact"]
     assert stored["family"] == model.family
     assert OmegaConf.create(stored["model_config"]).network._target_ == model.network._target_
+
+
+def test_a_family_without_keypoints_draws_and_conditions_on_nothing(family_task) -> None:
+    """keypoints_2d None: no discriminator condition, visuals without points, reference frame 0."""
+    from reenact.callbacks.visualizer import ReconstructionVisualizer
+
+    task, _ = family_task
+    network = task.network.eval()
+    source, driving = frames(2, 9), frames(2, 10)
+    with torch.no_grad():
+        out = network(source, driving)
+    if network.keypoints_2d(out["motion_driving"]) is not None:
+        pytest.skip("this family has keypoints")
+    batch = {"source": source, "driving": driving}
+    assert LossContext(network, batch, out).discriminator_condition() is None
+    drawn = ReconstructionVisualizer.frames_with_points(network, driving, out["motion_driving"])
+    assert all((image == ReconstructionVisualizer.frames_with_points(network, driving, None)[i]).all()
+               for i, image in enumerate(drawn))
+    motion = network.compact_motion(out["motion_driving"])
+    assert network.best_reference_frame({k: v[:1] for k, v in motion.items()}, motion) == 0
+
+
+def test_rendering_from_the_source_encoding_equals_render(family_task) -> None:
+    """``encode_source`` + ``render_encoded`` (what ONNX export splits rendering into) give ``render``'s prediction."""
+    task, _ = family_task
+    network = task.network.eval()
+    source, driving = frames(2, 0), frames(2, 1)
+    with torch.no_grad():
+        source_motion = network.compact_motion(network.encode_motion(source))
+        driving_motion = network.compact_motion(network.encode_motion(driving))
+        expected = network.render(source, source_motion, driving_motion)["prediction"]
+        encoding = network.encode_source(source)
+        assert encoding and all(v.shape[0] == 2 for v in encoding.values())
+        got = network.render_encoded(encoding, source_motion, driving_motion)
+    assert torch.allclose(got, expected, atol=1e-6)

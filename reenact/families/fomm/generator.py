@@ -13,12 +13,17 @@ level, and a small network needs thousands of steps to stop blurring (experiment
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import torch
 from torch import nn
 
 from reenact.families.fomm.dense_motion import DenseMotionNetwork
 from reenact.layers.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
 from reenact.layers.geometry import warp, warp_and_mask
+
+# refine(source_image (B, C, H, W), deformation (B, h, w, 2)) -> {"deformation": the refined flow, ...}
+Refine = Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]]
 
 
 class OcclusionAwareGenerator(nn.Module):
@@ -76,8 +81,12 @@ class OcclusionAwareGenerator(nn.Module):
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
 
     def forward(
-        self, source_image: torch.Tensor, kp_driving: dict, kp_source: dict
+        self, source_image: torch.Tensor, kp_driving: dict, kp_source: dict, refine: Refine | None = None
     ) -> dict[str, torch.Tensor]:
+        return self.decode(source_image, self.encode(source_image), kp_driving, kp_source, refine)
+
+    def encode(self, source_image: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's feature map at every level n, (B, C_n, H/2**n, W/2**n) for n = 0..num_down_blocks."""
         if source_image.dim() != 4 or source_image.shape[1] != self.num_channels:
             raise ValueError(
                 f"OcclusionAwareGenerator expects source_image (B, {self.num_channels}, H, W), "
@@ -88,7 +97,16 @@ class OcclusionAwareGenerator(nn.Module):
         for block in self.down_blocks:
             out = block(out)
             encoder_features.append(out)
+        return encoder_features
 
+    def decode(
+        self, source_image: torch.Tensor, encoder_features: list[torch.Tensor], kp_driving: dict, kp_source: dict,
+        refine: Refine | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Dense motion, warping and decoding for the source's :meth:`encode` features (the source image itself
+        feeds the dense motion network). ``refine(source_image, deformation)``, when given, replaces the dense
+        motion's flow by its ``deformation`` (correlation refinement); its other entries join the output."""
+        out = encoder_features[-1]  # (B, C_n, H/2**n, W/2**n), n = num_down_blocks
         result: dict[str, torch.Tensor] = {}
         deformation = occlusion = None
         if self.dense_motion_network is not None:
@@ -96,6 +114,10 @@ class OcclusionAwareGenerator(nn.Module):
             result["mask"] = motion["mask"]  # (B, K+1, h, w)
             result["sparse_deformed"] = motion["sparse_deformed"]  # (B, K+1, C, h, w)
             deformation = motion["deformation"]  # (B, h, w, 2), resized inside warp to the feature size
+            if refine is not None:
+                refined = dict(refine(source_image, deformation))
+                deformation = refined.pop("deformation")  # (B, h, w, 2): w_0 = the dense motion's flow, refined
+                result.update(refined)
             result["deformation"] = deformation
             if "occlusion_map" in motion:
                 occlusion = motion["occlusion_map"]  # (B, 1, h, w)

@@ -24,11 +24,13 @@ class LayerNormChannelsFirst(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.num_channels = num_channels
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # permuting to channels-last lets the fused layer_norm kernel do the work
-        out = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        # permuting to channels-last lets the fused layer_norm kernel do the work; the normalised shape is the
+        # constructor's int (not x.shape[1]), which ONNX export needs as a constant
+        out = F.layer_norm(x.permute(0, 2, 3, 1), (self.num_channels,), self.weight, self.bias, self.eps)
         return out.permute(0, 3, 1, 2)
 
 

@@ -103,13 +103,40 @@ class LivePortraitModel(ReenactmentFamily):
     def render(self, source: torch.Tensor, source_motion: Motion, driving_motion: Motion) -> ModelOutput:
         """F + W + G for given motions (dicts with ``value`` (B, K, 3) keypoints), e.g. relative-motion keypoints
         at animation time."""
-        kp_source, kp_driving = source_motion, driving_motion
         feature_3d, levels = self.appearance_feature_extractor.encode(source)  # (B, C, D, h, w), 2D levels
-        warped = self.warping_network(feature_3d, _kp_value(kp_driving), _kp_value(kp_source))
+        warped, prediction = self._warp_and_decode(feature_3d, levels, source_motion, driving_motion)
         deformation: torch.Tensor = warped["deformation"]  # always a tensor; the occlusion map may be None
+        return {
+            "prediction": prediction,
+            "deformation": deformation,
+            "occlusion_map": warped["occlusion_map"],
+            "deformed": self.deformed_image(source, deformation),
+        }
+
+    def encode_source(self, source: torch.Tensor) -> dict[str, torch.Tensor]:
+        """F's volume ("volume" (B, C, D, h, w)) and, with warped skips, its 2D levels ("level0" (B, be, H, W),
+        ...)."""
+        feature_3d, levels = self.appearance_feature_extractor.encode(source)
+        encoding = {"volume": feature_3d}
+        if self.warped_skips:
+            encoding.update({f"level{n}": level for n, level in enumerate(levels)})
+        return encoding
+
+    def render_encoded(
+        self, encoding: dict[str, torch.Tensor], source_motion: Motion, driving_motion: Motion
+    ) -> torch.Tensor:
+        count = self.appearance_feature_extractor.num_down_blocks if self.warped_skips else 0
+        levels = [encoding[f"level{n}"] for n in range(count)]
+        return self._warp_and_decode(encoding["volume"], levels, source_motion, driving_motion)[1]
+
+    def _warp_and_decode(
+        self, feature_3d: torch.Tensor, levels: list[torch.Tensor], kp_source: Motion, kp_driving: Motion
+    ) -> tuple[dict, torch.Tensor]:
+        """W's output and G's prediction (B, 3, H', W') for F's volume and 2D levels."""
+        warped = self.warping_network(feature_3d, _kp_value(kp_driving), _kp_value(kp_source))
         skips = None
         if self.warped_skips:
-            flow = self.flow_2d(deformation)  # resized to each level inside warp
+            flow = self.flow_2d(warped["deformation"])  # resized to each level inside warp
             occlusion = warped["occlusion_map"] if self.warping_network.flag_use_occlusion_map else None
             # the skips are gated by the occlusion map but do not train it: through them, shutting the map is
             # the quickest way to quieten untrained skips, and it collapsed to 0 (measured, lr 3e-3)
@@ -118,13 +145,7 @@ class LivePortraitModel(ReenactmentFamily):
                 project(warp_and_mask(levels[len(levels) - 1 - i], flow, mask))
                 for i, project in enumerate(self.skip_projections)
             ]
-        prediction = self.spade_decoder(warped["out"], skips)  # (B, 3, H', W')
-        return {
-            "prediction": prediction,
-            "deformation": deformation,
-            "occlusion_map": warped["occlusion_map"],
-            "deformed": self.deformed_image(source, deformation),
-        }
+        return warped, self.spade_decoder(warped["out"], skips)  # prediction (B, 3, H', W')
 
     def forward(self, source: torch.Tensor, driving: torch.Tensor) -> ModelOutput:
         if source.shape == driving.shape:

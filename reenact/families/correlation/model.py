@@ -1,0 +1,89 @@
+"""The correlation family: keypoint-free reenactment by learned correlation warping (../shared/seeds/004, module D).
+
+Motion is a frame's feature field: ``features`` (B, C, g, g), each position L2-normalised. Rendering compares the
+source's field with the driving frame's (the correlation volume M), lets the warp network turn M into a warp field,
+refines it K times (warp the source, re-extract its features, recompute M, add the increment), estimates occlusion
+from the final M and decodes the source's warped encoder features. The driving frame reaches the prediction only
+through M. There are no keypoints (``keypoints_2d`` is None: nothing draws or conditions on points) and no relative
+motion: animation drives with the driving frames' own fields (``relative=false``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reenact.errors import ReenactError
+from reenact.families.base import ModelOutput, Motion, ReenactmentFamily, register_family
+from reenact.families.correlation.generator import WarpingGenerator
+from reenact.families.correlation.occlusion import OcclusionHead
+from reenact.layers.correlation_refiner import CorrelationRefiner
+from reenact.layers.geometry import warp
+
+FEATURES = "features"  # the motion entry: a frame's L2-normalised feature field (B, C, g, g)
+
+
+class NoRelativeMotionError(ReenactError, ValueError):
+    """Relative motion asked of a family that has none."""
+
+
+@register_family
+class CorrelationWarpModel(ReenactmentFamily):
+    """source, driving (B, 3, H, W) in [0, 1] -> prediction of driving, the warp field, occlusion and the fields."""
+
+    family = "correlation"
+
+    def __init__(self, refiner: CorrelationRefiner, generator: WarpingGenerator, occlusion: OcclusionHead) -> None:
+        super().__init__()
+        self.refiner = refiner
+        self.occlusion = occlusion
+        self.generator = generator
+
+    def encode_motion(self, frames: torch.Tensor) -> Motion:
+        return {FEATURES: self.refiner.encode(frames)}
+
+    def render(self, source: torch.Tensor, source_motion: Motion, driving_motion: Motion) -> ModelOutput:
+        """The source warped toward the geometry of the frame whose field is ``driving_motion``."""
+        field = self.refiner(source, driving_motion[FEATURES], source_features=source_motion[FEATURES])
+        deformation = field["deformation"]  # (B, H, W, 2)
+        occlusion = self.occlusion(field["correlation"])  # (B, 1, g, g)
+        return {
+            "prediction": self.generator(source, deformation, occlusion),
+            "deformation": deformation,
+            "occlusion_map": occlusion,
+            "deformed": warp(source, deformation),  # (B, 3, H, W): the source image warped by the field
+            "warped_features": field["warped_features"],
+            "target_features": field["target_features"],
+        }
+
+    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> ModelOutput:
+        if source.shape != driving.shape:
+            raise ValueError(f"source {tuple(source.shape)} and driving {tuple(driving.shape)} shapes differ")
+        motion_source = self.encode_motion(source)
+        motion_driving = self.encode_motion(driving)
+        output = self.render(source, motion_source, motion_driving)
+        output["motion_source"] = motion_source
+        output["motion_driving"] = motion_driving
+        return output
+
+    def transfer_motion(
+        self,
+        source_motion: Motion,
+        driving_motion: Motion,
+        reference_motion: Motion,
+        relative: bool = True,
+        adapt_movement_scale: bool = False,
+    ) -> Motion:
+        """Absolute only: the driving frames' fields as they are."""
+        if relative:
+            raise NoRelativeMotionError(
+                f"the {self.family!r} family has no relative motion: it drives with absolute frames (relative=false)")
+        return driving_motion
+
+    def parameter_report(self) -> list[tuple[str, nn.Module]]:
+        return [
+            ("refiner.extractor", self.refiner.extractor),
+            ("refiner.warp_network", self.refiner.warp_network),
+            ("occlusion", self.occlusion),
+            ("generator", self.generator),
+        ]
