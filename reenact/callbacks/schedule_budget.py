@@ -111,7 +111,7 @@ class FitScheduleToTimeCap(Callback):
         if self.decided:
             if self.fitted_epochs is not None and self.mode == "fit":
                 self._apply(trainer, pl_module)
-                log.info("schedule fitted to the time cap: %d epochs (restored from the checkpoint)", self.fitted_epochs)
+                log.info("schedule fitted to the time cap: %d epochs (from the checkpoint)", self.fitted_epochs)
             return
         log.info(
             "trainer.max_time is set: the learning-rate schedule is %s after %d+ epochs of measured pace",
@@ -168,7 +168,7 @@ class FitScheduleToTimeCap(Callback):
             )
         else:
             log.info(
-                "trainer.max_time %s will stop training at about epoch %d of %d (constant learning rate: nothing to fit)",
+                "trainer.max_time %s will stop training at about epoch %d of %d (constant rate: nothing to fit)",
                 _clock(cap), total, planned,
             )
 
