@@ -329,7 +329,8 @@ def test_composition_errors_keep_hydras_reason_and_hint() -> None:
     with pytest.raises(Exception) as caught:
         compose_config("train", ["model=nope"])
     line = composition_error_line(caught.value)
-    assert line.startswith("In 'train': Could not find 'model/nope' (Available options in 'model': fomm, ")
+    assert line.startswith("In 'train': Could not find 'model/nope' (Available options in 'model': ")
+    assert "fomm, fomm_vox256, " in line
     assert "search path" not in line
 
 
