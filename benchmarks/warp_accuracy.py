@@ -1,15 +1,18 @@
 """Warp accuracy of learned correlation warping trained with the seed's self-supervised loss only.
 
-    python benchmarks/warp_accuracy.py --size 64 --steps 600 --threads 2
+    python benchmarks/warp_accuracy.py --size 64 --steps 800 --threads 1 --test-pairs 32
+    python benchmarks/warp_accuracy.py ... --match-window 0 --smoothing 0 --sharpness 3   # the global soft-argmax
     python benchmarks/warp_accuracy.py --size 256 --extractor vgg --vgg-weights vgg19.pth   # the seed's features
 
 Real frames from ../shared/data/faces/ (centre square, resized to --size) are warped by random affine + thin-plate
 transforms in the seed's ranges (scale 0.75-1.25, rotation ±15°, shear ±15°, translation ±0.4 of the half-width,
 3x3 TPS control points moved by ±0.1). The correlation refiner (trainable feature encoder, warp network f, K
 iterations) learns to warp the frame to its transformed copy from the search-window loss alone: no ground-truth
-flow is ever used in training. Evaluation is on frames of held-out videos with held-out transforms: the end-point
-error (EPE, in pixels at --size) of the predicted backward field against the true one, over the pixels whose true
-source lies inside the frame, next to the identity field's EPE. Prints a markdown table.
+flow is ever used in training. f's matching path is a soft-argmax over a 5x5 window of source cells (0: the whole
+field), smoothed by a Gaussian of 3 cells; f starts at zero (the identity warp) unless --match-init. Evaluation is
+on frames of held-out videos with held-out transforms: the end-point error (EPE, in pixels at --size) of the
+predicted backward field against the true one, over the pixels whose true source lies inside the frame, next to the
+identity field's EPE. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -121,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="f's soft-argmax window in feature cells (0: the whole field)")
     parser.add_argument("--smoothing", type=float, default=3.0, help="Gaussian of f's matching path, in cells")
     parser.add_argument("--sharpness", type=float, default=10.0, help="initial β of f's soft-argmax")
-    parser.add_argument("--zero-init", action="store_true",
-                        help="f starts at the identity warp (default: its matching path is passed through)")
+    parser.add_argument("--match-init", action="store_true",
+                        help="f starts as its matching path (default: at zero, the identity warp, as the presets)")
     parser.add_argument("--extractor-lr", type=float, default=None, help="the extractor's learning rate (--lr)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         extractor.requires_grad_(False)
     warp_network = CorrelationWarpNetwork(grid_size=16, hidden=64, num_layers=2, sharpness=args.sharpness,
                                           match_window=args.match_window or None, smoothing=args.smoothing,
-                                          match_init=not args.zero_init)
+                                          match_init=args.match_init)
     refiner = CorrelationRefiner(extractor, warp_network, iterations=args.iterations)
     extractor_lr = args.lr if args.extractor_lr is None else args.extractor_lr
     groups = [{"params": [p for p in warp_network.parameters() if p.requires_grad], "lr": args.lr}]
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
           f"window {args.window}, temperature {args.temperature}, lr {args.lr} (extractor {extractor_lr}), "
           f"{args.extractor}{' (frozen)' if args.freeze_extractor else ''}; f: match window "
           f"{args.match_window or 'all'}, smoothing {args.smoothing}, sharpness {args.sharpness}, "
-          f"{'zero' if args.zero_init else 'match'} init; "
+          f"{'match' if args.match_init else 'zero'} init; "
           f"{train_frames.shape[0]} training frames, {test_frames.shape[0]} held-out pairs")
     print("| field | held-out EPE (px) | EPE / identity EPE | search-window loss |")
     print("|---|---|---|---|")

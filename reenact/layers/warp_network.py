@@ -17,10 +17,11 @@ Gaussian of 3 cells and K = 3 less than half as far (``experiments/2026-12-01_co
 
 The increment is a 1x1 mix of the matching displacement plus a 3x3 head on the trunk. Both start at zero, so an
 untrained f gives the identity warp and the first steps learn how far to trust each path; with ``match_init`` the
-mix starts at the identity instead (an untrained f is the windowed soft-argmax, training refines it). The head predicts in units
-of one feature cell (2 / (g − 1) in normalised coordinates) and the mix's weights count ``mix_gain`` times: Adam
-moves every weight by about its learning rate at first, so a wide head in normalised units would jump the field by
-whole frames in one step, and a mix in plain units would need thousands of steps to pass the match through.
+mix starts at the identity instead (an untrained f is the windowed soft-argmax, training refines it). The head
+predicts in units of one feature cell (2 / (g − 1) in normalised coordinates) and the mix's weights count
+``mix_gain`` times: Adam moves every weight by about its learning rate at first, so a wide head in normalised units
+would jump the field by whole frames in one step, and a mix in plain units would need thousands of steps to pass the
+match through.
 """
 
 from __future__ import annotations

@@ -163,6 +163,39 @@ def test_the_warp_network_refuses_another_field_size() -> None:
         network(torch.zeros(1, 4, 4, 4, 4))
 
 
+def test_the_matching_path_only_looks_inside_its_window() -> None:
+    """Each target cell's soft-argmax runs over the source cells of its match_window x match_window window: a
+    stronger correlation farther away (the flat regions of real frames) cannot pull the match to it."""
+    g = 8
+    volume = torch.zeros(1, g, g, g, g)
+    volume[0, 3, 5, 3, 4] = 1.0  # target (3, 4) matches source (3, 5): one cell to the right, inside a 5x5 window
+    volume[0, 7, 0, 3, 4] = 5.0  # and, more strongly, a source cell four cells away
+    cell = 2.0 / (g - 1)
+    windowed = CorrelationWarpNetwork(grid_size=g, hidden=8, num_layers=1, sharpness=30.0, match_window=5,
+                                      match_init=True)
+    global_ = CorrelationWarpNetwork(grid_size=g, hidden=8, num_layers=1, sharpness=30.0, match_window=None,
+                                     match_init=True)
+    with torch.no_grad():
+        near, far = windowed(volume)[0, :, 3, 4], global_(volume)[0, :, 3, 4]  # (x, y) increments
+    torch.testing.assert_close(near, torch.tensor([cell, 0.0]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(far, torch.tensor([-4 * cell, 4 * cell]), atol=1e-4, rtol=0)
+    # match_init passes the match through; the default (zero) f is the identity warp whatever the window
+    torch.testing.assert_close(CorrelationWarpNetwork(grid_size=g, hidden=8, num_layers=1)(volume),
+                               torch.zeros(1, 2, g, g))
+
+
+def test_the_matching_paths_smoothing_is_a_normalised_gaussian() -> None:
+    network = CorrelationWarpNetwork(grid_size=16, hidden=8, num_layers=1, smoothing=1.5)
+    constant = torch.full((2, 2, 16, 16), 0.3)
+    torch.testing.assert_close(network.smooth(constant), constant)  # a uniform displacement is unchanged
+    spike = torch.zeros(1, 2, 16, 16)
+    spike[0, :, 8, 8] = 1.0  # far enough from the border (> 4.5 sigma) to keep its mass
+    spread = network.smooth(spike)
+    assert spread[0, 0, 8, 8] < 0.2 and spread[0, 0, 8, 9] > 0 and spread[0, 0].sum() == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(ValueError, match="odd"):
+        CorrelationWarpNetwork(grid_size=8, match_window=4)
+
+
 # ------------------------------------------------------------------------------------------- the family
 @pytest.fixture(scope="module")
 def correlation_task():
