@@ -1,22 +1,29 @@
-"""Animation throughput: driven frames per second for each model preset, batch size and device.
+"""Animation throughput: driven frames per second for each model preset, batch size and configuration, with the
+ratio to the plain fp32 path measured in the same run.
 
     python benchmarks/animate_fps.py                                  # all presets, batch 1 and 16, CPU (+ GPU)
-    python benchmarks/animate_fps.py --presets fomm liveportrait_small --batch 1 16 --device cpu
-    python benchmarks/animate_fps.py --presets liveportrait --device cuda --precision fp32 bf16
-    python benchmarks/animate_fps.py --backend pytorch onnxruntime --device cpu   # ONNX export beside PyTorch
+    python benchmarks/animate_fps.py --presets liveportrait --batch 1 --frames 2 \
+        --configs per_frame_source fp32 channels_last onnxruntime
+    python benchmarks/animate_fps.py --presets liveportrait --device cuda --configs per_frame_source fp32 bf16 \
+        bf16_channels_last
 
 A frame costs what ``python -m reenact.animate`` pays per driving frame once the source is prepared: the
-driving frame's keypoints (FOMM's detector / LivePortrait's M), the motion transfer (relative) and the
-generator (FOMM: dense motion + generator; LivePortrait: F + W + G; F is recomputed per frame, as
-``generate`` does). Networks have random weights (speed does not depend on them) at each preset's
-resolution: 64 for the CPU presets, 256 for the released sizes. Decoding, face detection and encoding are
-not included. A warm-up (one batch on GPU, one frame on CPU), then ``--frames`` frames (at least one
-batch) are timed. Prints a markdown table.
+driving frame's motion (FOMM's detector / LivePortrait's M), the motion transfer (relative) and the rendering from
+the source's encoding (FOMM: dense motion + generator decoder; LivePortrait: W + G), because the animator encodes a
+source once (LivePortrait's F, FOMM's encoder). Configurations (``--configs``):
 
-``--backend onnxruntime`` exports each preset's random-weight network with :mod:`reenact.export` (opset 20,
-into a temporary folder) and times the same loop on onnxruntime's CPU provider; its source encoder runs once per
-source (the exported renderer takes the source's encoding), so only the motion encoder and the renderer are
-paid per frame. A family that cannot be exported gets a row saying why.
+* ``per_frame_source``: the source re-encoded for every driving frame (what animation did before it encoded the
+  source once); the baseline of the ratio column when listed, else ``fp32``;
+* ``fp32``: the animator as it runs by default;
+* ``channels_last``: the networks stored channels-last (``animate.channels_last=true``);
+* ``bf16``, ``bf16_channels_last``: bf16 autocast (``animate.precision=bf16``); fast on GPUs and on CPUs with
+  bfloat16 arithmetic (AVX512-BF16 / AMX), emulated and slow elsewhere;
+* ``onnxruntime``: the preset exported with :mod:`reenact.export` (opset 20, into a temporary folder) on
+  onnxruntime's CPU provider (CPU only); a family that cannot be exported gets a row saying why.
+
+Networks have random weights (speed does not depend on them) at each preset's resolution: 64 for the CPU presets,
+256 for the released sizes. Decoding, face detection and encoding are not included. A warm-up (one batch on GPU, one
+frame on CPU), then ``--frames`` frames (at least one batch) are timed. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from hydra.utils import instantiate
 
 from reenact.animation.pipeline import Animator, encode_frames, resolve_device
 from reenact.families.base import select_motion
+from reenact.utils.memory_format import to_channels_last
 from reenact.utils.hydra_utils import compose_config
 
 PRESET_SIZES = {"fomm": 64, "liveportrait_small": 64, "fomm_vox256": 256, "liveportrait": 256,
@@ -66,13 +74,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CONFIGS = ("per_frame_source", "fp32", "channels_last", "bf16", "bf16_channels_last", "onnxruntime")
+
+
 @torch.no_grad()
 def frames_per_second(network: torch.nn.Module, size: int, batch: int, frames: int, device: torch.device,
-                      precision: str) -> float:
+                      precision: str, per_frame_source: bool = False) -> float:
     generator = torch.Generator().manual_seed(0)
     source = torch.rand(3, size, size, generator=generator)
     driving = torch.rand(batch, 3, size, size, generator=generator).to(device)
     animator = Animator(network, source.to(device), precision)
+    if per_frame_source:
+        animator.source_encoding = None  # render from the image: the source is encoded again for every frame
     reference = select_motion(animator.source_motion, 0)
 
     def one_batch(frames: torch.Tensor) -> None:
@@ -89,56 +102,63 @@ def frames_per_second(network: torch.nn.Module, size: int, batch: int, frames: i
     return batches * batch / (time.perf_counter() - start)
 
 
+def configured_network(preset: str, config: str, device: torch.device) -> tuple[torch.nn.Module, str]:
+    """The network a configuration runs and its precision; raises ExportError for an unexportable family."""
+    network = build_network(preset, device)
+    if config == "onnxruntime":
+        folder = tempfile.TemporaryDirectory(prefix="reenact_onnx_")
+        exported = onnx_network(preset, network, Path(folder.name), torch.get_num_threads())
+        exported.export_folder = folder  # removed with the network
+        return exported, "fp32"
+    if config in ("channels_last", "bf16_channels_last"):
+        to_channels_last(network)
+    return network, "bf16" if config.startswith("bf16") else "fp32"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESET_SIZES), choices=list(PRESET_SIZES))
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--device", nargs="+", default=None, help="default: cpu, plus cuda when available")
-    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    parser.add_argument("--configs", nargs="+", default=["per_frame_source", "fp32", "channels_last"],
+                        choices=CONFIGS)
     parser.add_argument("--frames", type=int, default=16, help="frames timed per setting (rounded up to batches)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--backend", nargs="+", default=["pytorch"], choices=["pytorch", "onnxruntime"],
-                        help="onnxruntime: the preset exported to ONNX, on onnxruntime's CPU provider")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from reenact.export.manifest import ExportError
+    from reenact.utils.hydra_utils import cpu_computes_bf16
+
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     cpu = platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, {cpu}, GPU: {gpu}", file=sys.stderr)
-    print("| preset | size | backend | device | precision | batch | frames/s |")
+    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, {cpu} (bf16 arithmetic: "
+          f"{'yes' if cpu_computes_bf16() else 'no'}), GPU: {gpu}")
+    print("| preset | size | device | config | batch | frames/s | x baseline |")
     print("|---|---|---|---|---|---|---|")
     for preset in args.presets:
         size = PRESET_SIZES[preset]
         for device_name in devices:
             device = resolve_device(device_name)
-            network = build_network(preset, device)
-            if "pytorch" in args.backend:
-                for precision in args.precision:
-                    for batch in args.batch:
-                        fps = frames_per_second(network, size, batch, args.frames, device, precision)
-                        print(f"| {preset} | {size} | pytorch | {device.type} | {precision} | {batch} | {fps:.3g} |",
-                              flush=True)
-            if "onnxruntime" in args.backend and device.type == "cpu":
-                onnx_rows(preset, network, args)
-            del network
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-
-
-def onnx_rows(preset: str, network: torch.nn.Module, args: argparse.Namespace) -> None:
-    from reenact.export.manifest import ExportError
-
-    size = PRESET_SIZES[preset]
-    with tempfile.TemporaryDirectory(prefix="reenact_onnx_") as folder:
-        try:
-            exported = onnx_network(preset, network, Path(folder), args.threads)
-        except ExportError as exc:
-            print(f"| {preset} | {size} | onnxruntime | cpu | fp32 | - | not exportable: {exc} |", flush=True)
-            return
-        for batch in args.batch:
-            fps = frames_per_second(exported, size, batch, args.frames, torch.device("cpu"), "fp32")
-            print(f"| {preset} | {size} | onnxruntime | cpu | fp32 | {batch} | {fps:.3g} |", flush=True)
+            configs = [c for c in args.configs if not (c == "onnxruntime" and device.type != "cpu")]
+            baseline: dict[int, float] = {}
+            for config in configs:
+                try:
+                    network, precision = configured_network(preset, config, device)
+                except ExportError as exc:
+                    print(f"| {preset} | {size} | {device.type} | {config} | - | not exportable: {exc} | - |",
+                          flush=True)
+                    continue
+                for batch in args.batch:
+                    fps = frames_per_second(network, size, batch, args.frames, device, precision,
+                                            per_frame_source=config == "per_frame_source")
+                    baseline.setdefault(batch, fps)  # the first configuration listed is the baseline
+                    print(f"| {preset} | {size} | {device.type} | {config} | {batch} | {fps:.3g} | "
+                          f"**{fps / baseline[batch]:.2f}** |", flush=True)
+                del network
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

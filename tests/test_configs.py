@@ -117,7 +117,13 @@ def test_cpu_trainer_uses_bf16_only_where_the_cpu_has_it(monkeypatch: pytest.Mon
 
     cfg = hydra_utils.compose_config("train", ["trainer=cpu"])
     assert cfg.trainer.precision == hydra_utils.native_cpu_precision()
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    assert hydra_utils.native_cpu_precision() == "32-true"
+    # an AVX-512 CPU without bf16 arithmetic: oneDNN says "bf16 supported" (emulated, twice as slow): fp32
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert hydra_utils.native_cpu_precision() == "32-true"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert hydra_utils.native_cpu_precision() == "bf16-mixed"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert hydra_utils.native_cpu_precision() == "bf16-mixed"

@@ -12,7 +12,9 @@ renders. Driving motion is encoded for the whole video before anything is render
 frame (the first, or the one whose pose is closest to the source's) must be known first; with several source
 images the first one is the source the motion is transferred to (relative motion, best reference frame), and the
 family draws on all of them when it renders (a family that takes one source says so in one line); motion is small
-(a few hundred numbers per frame), so videos are never held in memory as images. ``precision="bf16"``
+(a few hundred numbers per frame), so videos are never held in memory as images. A single source is encoded once
+(:meth:`~reenact.families.base.ReenactmentFamily.encode_source`), so a driving frame pays only the motion encoder and
+:meth:`~reenact.families.base.ReenactmentFamily.render_encoded`. ``precision="bf16"``
 runs the networks under ``torch.autocast`` with bfloat16 (meant for GPUs; it also runs, slowly, on CPU);
 the motion arithmetic stays in float32.
 """
@@ -136,6 +138,12 @@ class Animator:
         motions = encode_frames(network, self.sources, precision)
         self.source_motions = [select_motion(motions, i) for i in range(self.sources.shape[0])]  # batch 1 each
         self.source_motion = self.source_motions[0]
+        # what rendering needs of the one source (LivePortrait's F volume, FOMM's encoder features), computed once
+        # here rather than for every driving frame; several sources go through render_sources
+        self.source_encoding: dict[str, torch.Tensor] | None = None
+        if self.sources.shape[0] == 1:
+            with torch.no_grad(), autocast(self.device, precision):
+                self.source_encoding = network.encode_source(self.source)  # batch 1 each
 
     @torch.no_grad()
     def render(self, driving_motion: Motion, reference_motion: Motion, relative: bool = True,
@@ -148,14 +156,14 @@ class Animator:
                                              adapt_movement_scale=adapt_movement_scale)
         batch = motion_length(driving_motion)
         with autocast(self.device, self.precision):
-            if self.sources.shape[0] == 1:
-                generated = self.network.render(self.source.expand(batch, -1, -1, -1),
-                                                expand_motion(self.source_motion, batch), moved)
+            if self.source_encoding is not None:
+                encoding = {key: value.expand(batch, *value.shape[1:]) for key, value in self.source_encoding.items()}
+                prediction = self.network.render_encoded(encoding, expand_motion(self.source_motion, batch), moved)
             else:
-                generated = self.network.render_sources(
+                prediction = self.network.render_sources(
                     self.sources[None].expand(batch, -1, -1, -1, -1),
-                    [expand_motion(motion, batch) for motion in self.source_motions], moved)
-        return {"prediction": generated["prediction"].float().clamp(0.0, 1.0), "motion": moved}
+                    [expand_motion(motion, batch) for motion in self.source_motions], moved)["prediction"]
+        return {"prediction": prediction.float().clamp(0.0, 1.0), "motion": moved}
 
     def render_batches(self, motion_all: Motion, reference_index: int, batch_size: int = 16,
                        relative: bool = True, adapt_movement_scale: bool = False,

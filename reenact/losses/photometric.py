@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from reenact.losses.perceptual import PerceptualPyramidLoss
 from reenact.losses.pyramid import ImagePyramid
@@ -33,6 +34,9 @@ class PerceptualPyramid(LossTerm):
 
     def compute(self, context: LossContext) -> torch.Tensor:
         return self.loss(context.prediction, context.target)
+
+    def feature_extractors(self) -> list[nn.Module]:
+        return [self.loss.vgg]
 
 
 class PyramidL1(LossTerm):

@@ -120,6 +120,11 @@ class LossTerm(nn.Module):
     def compute(self, context: LossContext) -> torch.Tensor | dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def feature_extractors(self) -> list[nn.Module]:
+        """The frozen networks this term runs (a perceptual term's VGG), which ``model.compile`` compiles; none by
+        default."""
+        return []
+
     def forward(self, context: LossContext) -> dict[str, torch.Tensor]:
         """``{"": weighted value}`` or ``{part: weighted value}`` for a term with parts."""
         value = self.compute(context)
@@ -152,6 +157,10 @@ class Objective(nn.Module):
                 raise ValueError(
                     f"objective.terms.{name} reads {', '.join(missing)}, which the {family!r} family does not output"
                 )
+
+    def feature_extractors(self) -> list[nn.Module]:
+        """Every term's frozen feature networks (see :meth:`LossTerm.feature_extractors`)."""
+        return [module for term in self.terms.values() for module in term.feature_extractors()]
 
     def forward(self, context: LossContext) -> dict[str, torch.Tensor]:
         if not self._checked_outputs:

@@ -4,7 +4,9 @@ The model preset decides the ``network`` (a :class:`reenact.families.base.Reenac
 ``objective`` (weighted loss terms, :mod:`reenact.losses.terms`) and the ``discriminator``, which is built only when
 a listed term needs one. The task knows families only through that contract. Per step (as the original FOMM loop):
 one generator forward and backward, then one Adam step per optimiser group the family names (e.g. keypoint detector,
-generator); then, with a discriminator, one discriminator step on detached predictions.
+generator); then, with a discriminator, one discriminator step on detached predictions. ``channels_last`` stores the
+networks channels-last and ``compile`` compiles each of them with ``torch.compile`` (both off by default; measured in
+experiments/2026-12-01_performance.md).
 
 Optimisation is staged per group: each group's optimiser and learning-rate scheduler are built from ``_partial_``
 nodes (``optimizer``, ``scheduler``; ``groups.<name>.optimizer`` / ``.scheduler`` override them for one group) with
@@ -60,6 +62,7 @@ class ReenactmentTask(LightningModule):
         precise_bn_batches: int = 0,
         init_from: str | None = None,
         channels_last: bool = False,
+        compile: bool = False,
         seed: int = 0,
         model_config: dict[str, Any] | None = None,
         data_config: dict[str, Any] | None = None,
@@ -107,6 +110,9 @@ class ReenactmentTask(LightningModule):
         self.precise_bn_batches = precise_bn_batches
         self.init_from = init_from
         self.channels_last = channels_last
+        if not isinstance(compile, bool):
+            raise ValueError(f"model.compile must be true or false, got {compile!r}")
+        self.compile_networks = compile
         self.seed = seed
         self.model_config = model_config
         self.data_config = data_config
@@ -290,6 +296,19 @@ class ReenactmentTask(LightningModule):
             to_channels_last(self.network)
             if self.discriminator is not None:
                 to_channels_last(self.discriminator)
+        if self.compile_networks:
+            for module in self.compiled_modules():
+                module.compile()  # in place: state_dict keys, checkpoints and optimisers are unchanged
+
+    def compiled_modules(self) -> list[nn.Module]:
+        """What ``compile=true`` compiles: each network of the family (its direct children), the discriminator and the
+        objective's frozen feature extractors. Each is compiled on its own, so the task's Python (loss terms, motion
+        dicts, the equivariance transform's double backward) stays eager."""
+        modules = [child for child in self.network.children() if any(True for _ in child.parameters())]
+        if self.discriminator is not None:
+            modules.append(self.discriminator)
+        modules += self.objective.feature_extractors()
+        return modules
 
     def on_fit_start(self) -> None:
         if self.init_from and self.trainer.ckpt_path is None:

@@ -1,0 +1,160 @@
+"""The speed switches keep the math: channels-last, bf16 autocast, fused Adam and compiling give the fp32 eager loss
+terms (within float or bf16 tolerance) on a fixed batch, the animator encodes a source once and renders what the
+per-frame path renders, and the CPU precision is bf16 only where the CPU has bfloat16 arithmetic.
+
+How fast each switch is belongs to ``benchmarks/train_step.py`` and ``benchmarks/animate_fps.py``
+(experiments/2026-12-01_performance.md), not to these tests.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from reenact.animation.pipeline import Animator, encode_frames
+from reenact.families.base import select_motion
+from reenact.losses.terms import LossContext
+from reenact.utils.hydra_utils import compose_config
+from reenact.utils.memory_format import to_channels_last
+
+SIZE = 64
+# the FOMM CPU preset with the perceptual pyramid and Jacobian equivariance of the vox-256 recipe, at 64x64
+FOMM_TERMS = [
+    "model=fomm",
+    "model.channels_last=false",
+    "+model.objective.terms.perceptual={_target_: reenact.losses.photometric.PerceptualPyramid, weight: 1.0, "
+    "scales: [1.0, 0.5], vgg_pretrained: false}",
+]
+
+
+def _task(overrides: list[str]) -> torch.nn.Module:
+    cfg = compose_config("train", [*FOMM_TERMS, *overrides, "paths.root_dir=/tmp", "paths.output_dir=/tmp/fast"])
+    torch.manual_seed(0)
+    return instantiate(cfg.model)
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return {"source": torch.rand(2, 3, SIZE, SIZE, generator=generator),
+            "driving": torch.rand(2, 3, SIZE, SIZE, generator=generator)}
+
+
+def _losses(task: torch.nn.Module, batch: dict[str, torch.Tensor], bf16: bool = False) -> dict[str, torch.Tensor]:
+    torch.manual_seed(2)  # the equivariance transform draws the same deformation in every run
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        output = task.network.training_forward(batch)
+        return {k: v.float() for k, v in task.objective(LossContext(task.network, batch, output)).items()}
+
+
+@pytest.fixture(scope="module")
+def reference() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    task = _task([])
+    return task, _losses(task, _batch())
+
+
+def _assert_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], rtol: float) -> None:
+    assert set(got) == set(want)
+    for name in want:
+        assert torch.allclose(got[name], want[name], rtol=rtol, atol=rtol * 1e-2), (name, got[name], want[name])
+
+
+def test_reference_has_every_term(reference) -> None:  # noqa: ANN001
+    _, losses = reference
+    assert {"perceptual", "equivariance_value", "reconstruction_l1"} <= set(losses)
+    assert all(value.item() > 0 for value in losses.values())
+
+
+def test_channels_last_gives_the_same_loss_terms(reference) -> None:  # noqa: ANN001
+    task, want = reference
+    fast = copy.deepcopy(task)
+    to_channels_last(fast.network)
+    assert fast.network.generator.final.weight.is_contiguous(memory_format=torch.channels_last)
+    _assert_close(_losses(fast, _batch()), want, rtol=1e-4)
+
+
+def test_bf16_autocast_gives_the_loss_terms_within_bf16_tolerance(reference) -> None:  # noqa: ANN001
+    task, want = reference
+    got = _losses(task, _batch(), bf16=True)
+    _assert_close(got, want, rtol=5e-2)
+    # and it did run in bf16: an fp32 run would match to float precision
+    assert any(not torch.allclose(got[name], want[name], rtol=1e-5) for name in want)
+
+
+def test_fused_adam_steps_like_the_default_adam() -> None:
+    # a network without BatchNorm: a conv bias followed by BatchNorm has a gradient of pure rounding noise, which
+    # Adam normalises to +-lr, so any two implementations differ there by design
+    torch.manual_seed(0)
+    start = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 2, 3))
+    results = []
+    for options in ({}, {"fused": True}):
+        model = copy.deepcopy(start)
+        optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999), **options)
+        for step in range(3):
+            torch.manual_seed(step)
+            optimizer.zero_grad()
+            model(torch.rand(2, 3, 16, 16)).square().sum().backward()
+            optimizer.step()
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(results[0], results[1], rtol=1e-6, atol=1e-8)
+    assert not torch.allclose(results[0], torch.cat([p.detach().flatten() for p in start.parameters()]))
+
+
+def test_compile_switch_compiles_networks_and_the_perceptual_vgg() -> None:
+    task = _task(["model.compile=true"])
+    modules = task.compiled_modules()
+    assert task.network.kp_detector in modules and task.network.generator in modules
+    assert task.objective.terms["perceptual"].loss.vgg in modules
+    assert all(next(module.parameters(), None) is not None for module in modules)
+    with pytest.raises(Exception, match="model.compile must be true or false"):  # wrapped by instantiate
+        _task(["model.compile=fast"])
+
+
+@pytest.mark.slow
+def test_compiled_networks_give_the_same_loss_terms(reference) -> None:  # noqa: ANN001
+    task, want = reference
+    fast = copy.deepcopy(task)
+    for module in fast.compiled_modules():
+        module.compile()
+    _assert_close(_losses(fast, _batch()), want, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------- animation
+
+
+@pytest.mark.parametrize("preset", ["fomm", "liveportrait_small"])
+def test_animator_encodes_the_source_once_and_renders_like_the_per_frame_path(preset: str) -> None:
+    cfg = compose_config("train", [f"model={preset}", "paths.root_dir=/tmp", "paths.output_dir=/tmp/fast"])
+    torch.manual_seed(0)
+    network = instantiate(cfg.model.network).eval()
+    generator = torch.Generator().manual_seed(3)
+    source = torch.rand(3, SIZE, SIZE, generator=generator)
+    driving = torch.rand(5, 3, SIZE, SIZE, generator=generator)
+    calls = []
+    encode = network.encode_source
+    network.encode_source = lambda image: calls.append(image.shape[0]) or encode(image)
+    animator = Animator(network, source)
+    motion = encode_frames(network, driving)
+    reference = select_motion(animator.source_motion, 0)
+    with torch.no_grad():
+        batches = [animator.render(select_motion(motion, slice(i, i + 2)), reference)["prediction"]
+                   for i in range(0, 5, 2)]
+        assert calls == [1]  # once, for the one source, whatever the number of frames and batches
+        animator.source_encoding = None  # the per-frame path: the source rendered from its image every time
+        per_frame = animator.render(motion, reference)["prediction"]
+    assert torch.allclose(torch.cat(batches), per_frame, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- precision
+
+
+def test_cpu_bf16_check_reads_the_cpu_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reenact.utils.hydra_utils import cpu_computes_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert cpu_computes_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert cpu_computes_bf16() is True
