@@ -115,7 +115,7 @@ def configured_network(preset: str, config: str, device: torch.device) -> tuple[
     return network, "bf16" if config.startswith("bf16") else "fp32"
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESET_SIZES), choices=list(PRESET_SIZES))
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 16])
@@ -124,7 +124,11 @@ def main(argv: list[str] | None = None) -> None:
                         choices=CONFIGS)
     parser.add_argument("--frames", type=int, default=16, help="frames timed per setting (rounded up to batches)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     from reenact.export.manifest import ExportError

@@ -144,7 +144,7 @@ def row(model: str, config: str, batch: int, size: int, result: dict[str, Any], 
             f"**{ratio:.2f}** | {result['peak']:,.0f} ({memory:.2f}x) | {payoff} |")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", nargs="+", default=["fomm_vox256", "liveportrait"])
     parser.add_argument("--configs", nargs="+", default=["channels_last", "fused_adam", "bf16", "recommended"],
@@ -154,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps (2 warm-up steps are added)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement, printed as JSON
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.one:
         print(json.dumps(measure(*json.loads(args.one))))
         return 0

@@ -96,6 +96,10 @@ def run(cfg: DictConfig) -> list[Any]:
         model = load_exported(cfg.export_dir, expected_family=family)
     else:
         model = load_pretrained(cfg.ckpt_path, device=cfg.get("device", "auto"), expected_family=family)
+        if cfg.get("channels_last", False):
+            from reenact.utils.memory_format import to_channels_last
+
+            to_channels_last(model.network)
     log.info("loaded a %s model at %dx%d on %s", model.family, model.frame_size, model.frame_size, model.device)
     default_dir = Path(cfg.paths.output_dir) if cfg.get("output") is None else Path(".")
     results = animate_files(model, cfg.source, cfg.driving, cfg.get("output"), options, default_dir)

@@ -277,6 +277,17 @@ def test_full_clip_keeps_frame_count_rate_and_audio(faces_dir: Path, fomm_ckpt: 
 
 
 @pytest.mark.real_data
+def test_channels_last_animation_writes_the_same_video(faces_dir: Path, fomm_ckpt: Path, tmp_path: Path) -> None:
+    driving = faces_dir / "d12.mp4"
+    plain = animate(fomm_ckpt, faces_dir / "s0.jpg", driving, tmp_path / "plain.mp4", "max_frames=6")
+    fast = animate(fomm_ckpt, faces_dir / "s0.jpg", driving, tmp_path / "fast.mp4", "max_frames=6",
+                   "channels_last=true")
+    assert plain[0].num_frames == fast[0].num_frames == 6
+    frames = [read_frames(tmp_path / name, range(6)).astype(np.int16) for name in ("plain.mp4", "fast.mp4")]
+    assert np.abs(frames[0] - frames[1]).max() <= 2  # the same frames up to float rounding (and H.264)
+
+
+@pytest.mark.real_data
 @pytest.mark.parametrize("clip", AUDIO_CLIPS)
 def test_audio_is_kept_for_clips_with_audio(clip: str, faces_dir: Path, liveportrait_ckpt: Path,
                                             tmp_path: Path) -> None:

@@ -158,3 +158,20 @@ def test_cpu_bf16_check_reads_the_cpu_features(monkeypatch: pytest.MonkeyPatch) 
     assert cpu_computes_bf16() is False
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert cpu_computes_bf16() is True
+
+
+# ----------------------------------------------------------------------------------------------- data loading
+
+
+def test_batches_are_pinned_exactly_when_training_on_cuda() -> None:
+    from types import SimpleNamespace
+
+    from reenact.data.datamodule import ReenactDataModule
+
+    data = ReenactDataModule(synthetic={})
+    assert data.pins_memory is False  # no trainer yet
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    assert data.pins_memory is False
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    assert data.pins_memory is True
+    assert ReenactDataModule(synthetic={}, pin_memory=False).pins_memory is False

@@ -77,9 +77,34 @@ def test_readme_module_line_composes_or_parses(entry: str, args: list[str]) -> N
         for arg in args:  # each documented value reached the config as written
             key, _, value = arg.partition("=")
             if "." not in key and key in cfg and not OmegaConf.is_config(cfg[key]) and "[" not in value:
-                assert str(cfg[key]) == value
+                assert str(cfg[key]) == value or (isinstance(cfg[key], bool) and str(cfg[key]).lower() == value)
     else:
         assert entry == "prepare", f"python -m reenact.{entry}: no test knows how to check this entry point"
         from reenact.prepare.cli import build_parser
 
         build_parser().parse_args(args)
+
+
+# ``python benchmarks/<name>.py`` lines: the benchmark's own argument parser accepts them as written.
+def readme_benchmark_lines() -> list[tuple[str, list[str]]]:
+    text = re.sub(r"\\\n\s*", " ", (REPO / "README.md").read_text())
+    return [(words[1], words[2:]) for words in (shlex.split(line, comments=True) for line in text.splitlines()
+                                                if line.startswith("python benchmarks/"))]
+
+
+BENCHMARK_LINES = readme_benchmark_lines()
+
+
+def test_the_readme_shows_the_speed_benchmarks() -> None:
+    assert {script for script, _ in BENCHMARK_LINES} >= {"benchmarks/train_step.py", "benchmarks/animate_fps.py"}
+
+
+@pytest.mark.parametrize("script,args", BENCHMARK_LINES, ids=[f"{s} {' '.join(a)}" for s, a in BENCHMARK_LINES])
+def test_readme_benchmark_line_parses(script: str, args: list[str]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(script).stem, REPO / script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.build_parser().parse_args(args)

@@ -95,14 +95,15 @@ class ReenactDataModule(LightningDataModule):
         hue: float = 0.1,
         val_videos: int | None = 4,
         val_max_frames: int | None = 32,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
         cache_mb: float = 0.0,
         seed: int = 0,
         num_sources: int = 1,
     ) -> None:
         """``num_sources``: source frames per training pair (batch key ``sources`` (B, S, 3, H, W) when > 1), for
-        families that render from several source images of one person."""
+        families that render from several source images of one person. ``pin_memory`` None pins batches exactly
+        when the trainer runs on CUDA (faster host-to-device copies; pinning buys nothing on a CPU run)."""
         super().__init__()
         if isinstance(num_sources, bool) or not isinstance(num_sources, int) or num_sources < 1:
             raise ConfigError(f"data.num_sources: expected a positive int, got {num_sources!r}")
@@ -187,12 +188,20 @@ class ReenactDataModule(LightningDataModule):
         self.test_set = VideoDataset(test_dir, self.frame_size, None, None, test_ids)
         log.info(self.describe())
 
+    @property
+    def pins_memory(self) -> bool:
+        if self.pin_memory is not None:
+            return bool(self.pin_memory)
+        trainer = getattr(self, "trainer", None)
+        root_device = getattr(getattr(trainer, "strategy", None), "root_device", None)
+        return root_device is not None and root_device.type == "cuda"
+
     def _loader(self, dataset: Any, batch_size: int, drop_last: bool, sampler: Any = None) -> DataLoader:
         # DeferredStartDataLoader: the first indices are drawn after Lightning's set_epoch, so a run resumed with
         # workers is bit-exact; worker_init leaves SIGTERM/SIGINT to the main process (see reenact.data.loading).
         return DeferredStartDataLoader(
             dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0,
+            pin_memory=self.pins_memory, persistent_workers=self.persistent_workers and self.num_workers > 0,
             worker_init_fn=worker_init if self.num_workers > 0 else None)
 
     def train_dataloader(self) -> DataLoader:
