@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,8 +41,8 @@ from hydra.utils import instantiate
 
 from reenact.animation.pipeline import Animator, encode_frames, resolve_device
 from reenact.families.base import select_motion
-from reenact.utils.memory_format import to_channels_last
 from reenact.utils.hydra_utils import compose_config
+from reenact.utils.memory_format import to_channels_last
 
 PRESET_SIZES = {"fomm": 64, "liveportrait_small": 64, "fomm_vox256": 256, "liveportrait": 256,
                 "implicit_warping_small": 64, "implicit_warping": 256}

@@ -139,7 +139,7 @@ def row(model: str, config: str, batch: int, size: int, result: dict[str, Any], 
     if config == "compile" and "first" in baseline:
         saved = baseline["median"] - result["median"]
         cold = result["first"] - baseline["first"]
-        payoff = f"{cold:.0f} s cold, pays off after {cold / saved:.0f} steps" if saved > 0 else f"{cold:.0f} s cold, never"
+        payoff = f"{cold:.0f} s cold, " + (f"pays off after {cold / saved:.0f} steps" if saved > 0 else "never")
     return (f"| {model} | {config} | {batch} | {size} | {result['precision']} | {result['median']:.3f} | "
             f"**{ratio:.2f}** | {result['peak']:,.0f} ({memory:.2f}x) | {payoff} |")
 
@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                        f"bf16 arithmetic: {'yes' if cpu_computes_bf16() else 'no'}")
     print(f"device: {args.device} ({device_name}), torch {torch.__version__}")
     memory = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB"
-    print(f"| model | config | batch | size | precision | median step s | ratio to fp32 | {memory} (x fp32) | compile |")
+    print(f"| model | config | batch | size | precision | median step s | ratio to fp32 | {memory} (x fp32) "
+          "| compile |")
     print("|---|---|---|---|---|---|---|---|---|")
     configs = [config for config in args.configs if config != "fp32"]
     for model in args.model:
