@@ -424,11 +424,12 @@ def test_warped_skips_add_no_parameters_at_small_sizes_and_carry_detail_the_volu
     torch.manual_seed(0)
     skips = small_model(warped_skips=True)
     assert n_params(plain) == n_params(skips)
-    images = torch.rand(4, 3, 64, 64)  # pixel noise: only a path finer than the 16x16 volume reproduces it
-    kp = random_kp(4, SMALL_KP)
+    images = torch.rand(2, 3, 64, 64)  # pixel noise: only a path finer than the 16x16 volume reproduces it
+    kp = random_kp(2, SMALL_KP)
     motion = {"value": kp}
+    # 25 steps at batch 2 already separate them (skips / plain = 0.46 with these seeds)
     errors = {name: final_l1_after_fitting(lambda net=net: net.render(images, motion, motion)["prediction"], images,
-                                           net.train().optimizer_groups()["generator"], steps=40)
+                                           net.train().optimizer_groups()["generator"], steps=25)
               for name, net in (("plain", plain), ("skips", skips))}
     assert errors["skips"] < 0.6 * errors["plain"], errors
 
