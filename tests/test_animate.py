@@ -371,3 +371,33 @@ def test_unreadable_video_and_wrong_family_are_one_line_cli_errors(faces_dir: Pa
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: checkpoint ")
     assert "holds a 'fomm' model, not the requested 'liveportrait'" in done.stderr
+
+
+# ----------------------------------------------------------------------------- benchmarks/reconstruction_parts.py
+def test_reconstruction_parts_splits_the_error_of_a_trained_checkpoint(
+    fomm_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import importlib.util
+
+    script = REPO / "benchmarks" / "reconstruction_parts.py"
+    spec = importlib.util.spec_from_file_location("reconstruction_parts", script)
+    parts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parts)
+
+    # a bright square that moves right by 2 px per frame on a grey background: frame 0 differs from every later one
+    frames = []
+    for t in range(6):
+        frame = np.full((64, 64, 3), 90, np.uint8)
+        frame[20:40, 10 + 2 * t:30 + 2 * t] = 230
+        frames.append(frame)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "moving#0.mp4", frames, fps=25)
+    assert parts.main([str(fomm_ckpt), str(clips), "--frames", "4"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| moving")][0]
+    prediction, copy, ratio, still, deformed = (float(v) for v in row.strip("|").split("|")[1:])
+
+    video = torch.from_numpy(read_frames(clips / "moving#0.mp4", range(4))).float() / 255  # as decoded, 4 frames
+    assert copy == pytest.approx((video - video[:1]).abs().mean().item(), abs=1e-4)
+    assert copy > 0.01 and ratio == pytest.approx(prediction / copy, rel=0.01)
+    assert 0 < still < 1 and 0 < deformed < 1  # the decoder's loss with nothing moving; FOMM has a flow

@@ -323,3 +323,38 @@ def test_channels_last_keeps_parameters_and_outputs_for_2d_and_3d_layers() -> No
     assert net[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
     assert net[2].weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(net(x), before, rtol=1e-5, atol=1e-5)
+
+
+def blend_generator(bias: float) -> OcclusionAwareGenerator:
+    torch.manual_seed(0)
+    return OcclusionAwareGenerator(num_kp=K, block_expansion=8, max_features=16, num_down_blocks=2,
+                                   num_bottleneck_blocks=1, dense_motion=small_dense_motion(), warped_skips=True,
+                                   blend_warped_source=True, blend_init_bias=bias)
+
+
+def test_blend_takes_visible_pixels_from_the_warped_source() -> None:
+    source = torch.rand(2, 3, SIZE, SIZE)
+    kp_source, kp_driving = random_kp(2), random_kp(2)
+    for bias, expected in ((30.0, "deformed"), (-30.0, "decoder")):
+        net = blend_generator(bias).eval()
+        nn.init.zeros_(net.blend.head.weight)  # a constant mask: sigmoid(+-30) is 1 or 0 to 1e-13
+        with torch.no_grad():
+            out = net(source, kp_driving=kp_driving, kp_source=kp_source)
+            net.blend = None
+            decoder = net(source, kp_driving=kp_driving, kp_source=kp_source)["prediction"]
+        target = out["deformed"] if expected == "deformed" else decoder
+        torch.testing.assert_close(out["prediction"], target, atol=1e-6, rtol=0)
+        assert out["blend_mask"].shape == (2, 1, SIZE, SIZE)
+
+
+def test_blend_adds_one_head_and_starts_near_the_warped_source() -> None:
+    plain = OcclusionAwareGenerator(num_kp=K, block_expansion=8, max_features=16, num_down_blocks=2,
+                                    num_bottleneck_blocks=1, dense_motion=small_dense_motion(), warped_skips=True)
+    blended = blend_generator(2.0)
+    assert num_params(blended) - num_params(plain) == 8 * 7 * 7 + 1  # the 7x7 mask head on 8 decoder channels
+    source = torch.rand(2, 3, SIZE, SIZE)
+    kp = random_kp(2)
+    with torch.no_grad():  # equal keypoints: identity flow, so the warped source is the source
+        start = {name: (net(source, kp_driving=kp, kp_source=kp)["prediction"] - source).abs().mean().item()
+                 for name, net in (("plain", plain.eval()), ("blended", blended.eval()))}
+    assert start["blended"] < 0.3 * start["plain"], start

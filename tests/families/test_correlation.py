@@ -328,3 +328,18 @@ def test_warp_entry_point_writes_the_warped_image_and_the_flow(correlation_task,
                                       f"paths.output_dir={tmp_path}"])
     with pytest.raises(WarpInputError, match="content image not found"):
         run(missing)
+
+
+def test_the_blend_takes_visible_pixels_from_the_warped_source() -> None:
+    from reenact.families.correlation.generator import WarpingGenerator
+    from reenact.layers.geometry import warp
+
+    torch.manual_seed(0)
+    generator = WarpingGenerator(block_expansion=8, max_features=16, num_down_blocks=2, num_bottleneck_blocks=1,
+                                 blend_warped_source=True, blend_init_bias=30.0).eval()
+    nn.init.zeros_(generator.blend.head.weight)  # a constant mask of sigmoid(30): the warped source alone
+    source = torch.rand(2, 3, 32, 32)
+    deformation = make_coordinate_grid((8, 8)).expand(2, 8, 8, 2) * 0.8  # a zoom, at the field's size
+    with torch.no_grad():
+        prediction = generator(source, deformation, None)
+    torch.testing.assert_close(prediction, warp(source, deformation), atol=1e-6, rtol=0)

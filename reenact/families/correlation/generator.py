@@ -5,7 +5,8 @@ It sees the source image, the warp field and the occlusion map, nothing of the d
 depends on the driving frame only through the correlation volume M from which the field and the occlusion come,
 so self-reenactment training cannot copy the driving frame's appearance. Encoder features at every finer level are
 warped too and added to the decoder's output at that level (skip connections that move with the source, as FOMM's
-``warped_skips``).
+``warped_skips``). ``blend_warped_source=True`` takes visible pixels straight from the warped source image
+(:class:`~reenact.layers.source_blend.WarpedSourceBlend`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 from torch import nn
 
 from reenact.layers.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
-from reenact.layers.geometry import warp_and_mask
+from reenact.layers.geometry import warp, warp_and_mask
+from reenact.layers.source_blend import WarpedSourceBlend
 
 
 class WarpingGenerator(nn.Module):
@@ -28,6 +30,8 @@ class WarpingGenerator(nn.Module):
         num_down_blocks: int = 2,
         num_bottleneck_blocks: int = 6,
         warped_skips: bool = True,
+        blend_warped_source: bool = False,
+        blend_init_bias: float = 2.0,
     ) -> None:
         super().__init__()
         self.num_channels = num_channels
@@ -45,6 +49,7 @@ class WarpingGenerator(nn.Module):
             [UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=3, padding=1)
              for i in range(num_down_blocks)])
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
+        self.blend = WarpedSourceBlend(block_expansion, blend_init_bias) if blend_warped_source else None
 
     def forward(
         self, source: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None
@@ -59,4 +64,7 @@ class WarpingGenerator(nn.Module):
             out = block(out)
             if self.warped_skips:
                 out = out + warp_and_mask(encoder_features[level], deformation, occlusion)
-        return torch.sigmoid(self.final(out))
+        prediction = torch.sigmoid(self.final(out))  # (B, C, H, W)
+        if self.blend is not None:
+            prediction, _ = self.blend(out, prediction, warp(source, deformation))
+        return prediction

@@ -9,6 +9,10 @@ every finer level by the same flow, multiplies it by the occlusion map at that s
 output at that level -- skip connections that move with the source, as in TPSMM's inpainting network (which
 concatenates; adding keeps the parameter count unchanged). Without them every detail must pass the coarsest
 level, and a small network needs thousands of steps to stop blurring (experiments/2026-11-22_cpu_recipe.md).
+
+``blend_warped_source=True`` (off in the original) takes visible pixels straight from the warped source image:
+prediction = V * warp(source) + (1 - V) * decoder, with a mask V predicted from the last decoder features
+(:class:`~reenact.layers.source_blend.WarpedSourceBlend`, starting near 1 through ``blend_init_bias``).
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ from torch import nn
 from reenact.families.fomm.dense_motion import DenseMotionNetwork
 from reenact.layers.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
 from reenact.layers.geometry import warp, warp_and_mask
+from reenact.layers.source_blend import WarpedSourceBlend
 
 # refine(source_image (B, C, H, W), deformation (B, h, w, 2)) -> {"deformation": the refined flow, ...}
 Refine = Callable[[torch.Tensor, torch.Tensor], Mapping[str, torch.Tensor]]
 
 
 class OcclusionAwareGenerator(nn.Module):
-    """Returns {"prediction", "deformed", "sparse_deformed", "mask", "deformation", "occlusion_map"}."""
+    """Returns {"prediction", "deformed", "sparse_deformed", "mask", "deformation", "occlusion_map"} and, with
+    ``blend_warped_source``, "blend_mask" (B, 1, H, W)."""
 
     def __init__(
         self,
@@ -40,6 +46,8 @@ class OcclusionAwareGenerator(nn.Module):
         estimate_occlusion_map: bool = True,
         dense_motion: DenseMotionNetwork | None = None,
         warped_skips: bool = False,
+        blend_warped_source: bool = False,
+        blend_init_bias: float = 2.0,
     ) -> None:
         super().__init__()
         if dense_motion is not None:
@@ -79,6 +87,7 @@ class OcclusionAwareGenerator(nn.Module):
         for i in range(num_bottleneck_blocks):
             self.bottleneck.add_module(f"r{i}", ResBlock2d(width(num_down_blocks), kernel_size=3, padding=1))
         self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=7, padding=3)
+        self.blend = WarpedSourceBlend(block_expansion, blend_init_bias) if blend_warped_source else None
 
     def forward(
         self, source_image: torch.Tensor, kp_driving: dict, kp_source: dict, refine: Refine | None = None
@@ -131,5 +140,9 @@ class OcclusionAwareGenerator(nn.Module):
             out = block(out)
             if self.warped_skips:
                 out = out + warp_and_mask(encoder_features[level], deformation, occlusion)
-        result["prediction"] = torch.sigmoid(self.final(out))  # (B, C, H, W) in [0, 1]
+        prediction = torch.sigmoid(self.final(out))  # (B, C, H, W) in [0, 1]
+        if self.blend is not None:
+            warped_source = result["deformed"] if deformation is not None else source_image  # (B, C, H, W)
+            prediction, result["blend_mask"] = self.blend(out, prediction, warped_source)  # mask (B, 1, H, W)
+        result["prediction"] = prediction
         return result
