@@ -368,7 +368,8 @@ def test_fomm_round_trip_fills_every_tensor(fomm_small: tuple[Path, dict]) -> No
     assert {"epoch", "global_step", "pytorch-lightning_version"} <= set(checkpoint)
     meta = checkpoint["reenact"]
     assert meta["family"] == "fomm" and meta["data_config"] == {"frame_size": 64}
-    assert meta["model_config"] == model_dict("fomm", ["model.discriminator.sn=true"])
+    assert meta["model_config"] == model_dict("fomm", ["model.network.generator.blend_warped_source=false",
+                                                       "model.discriminator.sn=true"])
     source = {f"{p}.{k}": v for p in ("kp_detector", "generator", "discriminator") for k, v in obj[p].items()}
     stored = {ours(k) for k in source if not k.endswith("down.weight")}
     assert set(checkpoint["state_dict"]) == stored
@@ -640,6 +641,7 @@ def test_liveportrait_legacy_grid_sampling(liveportrait_small: tuple[Path, dict]
 def test_converted_fomm_fine_tunes(tmp_path: Path, fomm_small: tuple[Path, dict]) -> None:
     path = fomm_small[0]
     cfg = train_config(tmp_path / "run", tmp_path / "cache", ["model=fomm", f"model.init_from={path}",
+                                                               "model.network.generator.blend_warped_source=false",
                                                                "model.lr.kp_detector=2e-4", "model.lr.generator=2e-4",
                                                                "trainer.limit_val_batches=0",
                                                                "callbacks.reconstruction_visualizer.every_n_epochs=100"])

@@ -39,6 +39,8 @@ from reenact.convert.sources import as_state_dict, load_torch_file
 
 FAMILY = "fomm"
 DEFAULT_PRESET = "fomm_vox256"
+# the release's generator has no warped-source blend (an option of reenact's CPU preset); the caller's overrides win
+RELEASED_CONVENTION = ("model.network.generator.blend_warped_source=false",)
 PARTS = ("kp_detector", "generator", "discriminator")
 REQUIRED_PARTS = ("kp_detector", "generator")
 OPTIMIZER_PREFIX = "optimizer_"
@@ -88,7 +90,7 @@ def convert_fomm_object(
     """The reenact state dict (``network.*``, ``discriminator.*``), model config and report for a loaded file."""
     tensors, dropped, epoch = flatten_fomm_checkpoint(obj, where)
     report = ConversionReport(source_format="fomm", source=where, preset=preset)
-    model_cfg = compose_model_config(preset, [*discriminator_overrides(tensors), *overrides])
+    model_cfg = compose_model_config(preset, [*RELEASED_CONVENTION, *discriminator_overrides(tensors), *overrides])
     if model_cfg.get("family") != FAMILY:
         raise ConversionError(f"preset '{preset}' is not a FOMM preset (network {model_cfg.network.get('_target_')})")
     with_discriminator = any(k.startswith("discriminator.") for k in tensors)
@@ -122,5 +124,5 @@ def convert_fomm(
     source, out = Path(source), Path(out)
     state, model_cfg, report = convert_fomm_object(load_torch_file(source), str(source), preset, overrides)
     save_checkpoint(lightning_checkpoint(state, "fomm", model_cfg, frame_size, report), out)
-    report.notes.extend(usage_notes(out, [f"model={preset}", *overrides]))
+    report.notes.extend(usage_notes(out, [f"model={preset}", *RELEASED_CONVENTION, *overrides]))
     return report
