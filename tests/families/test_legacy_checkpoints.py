@@ -1,8 +1,12 @@
 """Checkpoints written before the families became plug-ins still load and give the same outputs.
 
-The fixtures are training checkpoints written by commit 7ceca08's ``train.py`` (FOMM at reduced widths, and the
-liveportrait_small preset, each after 4 steps; optimiser states removed to keep them small), with the outputs that
-commit's ``load_pretrained(...).reconstruct`` and ``.animate(relative=True)`` gave for fixed inputs.
+The fixtures are training checkpoints written by commit 7ceca08's ``train.py`` after 4 steps (optimiser states removed
+to keep them small), with the outputs that commit's ``load_pretrained(...).reconstruct`` and
+``.animate(relative=True)`` gave for fixed inputs. Both models are at reduced widths: FOMM, and liveportrait_small with
+``motion_extractor.dims=[8,8,16,32]``, ``warping_network.block_expansion=8 max_features=8``,
+``dense_motion_params.block_expansion=4 max_features=16``, ``spade_decoder.max_features=8 block_expansion=8
+out_channels=8 spade_hidden=8``, ``appearance_feature_extractor.block_expansion=8 max_features=16`` (145,570
+parameters), run from a ``git worktree`` of 7ceca08 with ``PYTHONPATH`` pointing at it.
 """
 
 from __future__ import annotations

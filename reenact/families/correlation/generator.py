@@ -52,8 +52,11 @@ class WarpingGenerator(nn.Module):
         self.blend = WarpedSourceBlend(block_expansion, blend_init_bias) if blend_warped_source else None
 
     def forward(
-        self, source: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None
+        self, source: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None,
+        warped_source: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``warped_source`` (B, C, H, W), the source image already warped by ``deformation``, saves the blend a
+        second warp when the caller has it."""
         out = self.first(source)  # (B, be, H, W)
         encoder_features = [out]
         for block in self.down_blocks:
@@ -66,5 +69,7 @@ class WarpingGenerator(nn.Module):
                 out = out + warp_and_mask(encoder_features[level], deformation, occlusion)
         prediction = torch.sigmoid(self.final(out))  # (B, C, H, W)
         if self.blend is not None:
-            prediction, _ = self.blend(out, prediction, warp(source, deformation))
+            if warped_source is None:
+                warped_source = warp(source, deformation)
+            prediction, _ = self.blend(out, prediction, warped_source)
         return prediction

@@ -47,11 +47,12 @@ class CorrelationWarpModel(ReenactmentFamily):
         field = self.refiner(source, driving_motion[FEATURES], source_features=source_motion[FEATURES])
         deformation = field["deformation"]  # (B, H, W, 2)
         occlusion = self.occlusion(field["correlation"])  # (B, 1, g, g)
+        deformed = warp(source, deformation)  # (B, 3, H, W): the source image warped by the field
         return {
-            "prediction": self.generator(source, deformation, occlusion),
+            "prediction": self.generator(source, deformation, occlusion, deformed),
             "deformation": deformation,
             "occlusion_map": occlusion,
-            "deformed": warp(source, deformation),  # (B, 3, H, W): the source image warped by the field
+            "deformed": deformed,
             "warped_features": field["warped_features"],
             "target_features": field["target_features"],
         }
