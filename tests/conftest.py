@@ -14,9 +14,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 
+# `make test` runs two pytest-xdist workers (one per core of the 2-core target machine): each worker, and every
+# subprocess it starts, computes on one thread, so the two never compete for a core. Alone, the suite takes both.
+XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, os.cpu_count() or 1) // XDIST_WORKERS)
+if XDIST_WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(THREADS)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FACES_DIR = (REPO_ROOT / ".." / "shared" / "data" / "faces").resolve()

@@ -120,7 +120,8 @@ def test_equal_keypoints_give_the_identity_deformation_and_deformed_equals_sourc
     assert out["mask"].std() > 0  # random weights: the masks really mix the parts
     identity = make_coordinate_grid((32, 32)).expand(2, 32, 32, 2)
     assert (out["deformation"] - identity).abs().max() < 1e-5
-    assert (out["deformed"] - source).abs().max() < 1e-5
+    # a sampling-grid error e moves a noise image by up to e * SIZE / 2 per pixel: 1e-5 in the grid, ~3e-4 here
+    assert (out["deformed"] - source).abs().max() < 1e-4
     # and moving the keypoints does move the flow
     moved = generator(source, kp_driving=random_kp(2), kp_source=kp)
     assert (moved["deformation"] - identity).abs().max() > 1e-2

@@ -80,8 +80,17 @@ class ReenactmentFamily(nn.Module):
 
     # ------------------------------------------------------------------ training
     def forward(self, source: torch.Tensor, driving: torch.Tensor) -> ModelOutput:
-        """source, driving: (B, 3, H, W) in [0, 1] -> the reconstruction of ``driving`` from ``source``."""
-        raise NotImplementedError
+        """source, driving: (B, 3, H, W) in [0, 1] -> the reconstruction of ``driving`` from ``source``, with
+        ``motion_source`` and ``motion_driving``. The default encodes each frame's motion in its own pass (one
+        concatenated batch would mix the two frames' BatchNorm statistics) and renders."""
+        if source.shape != driving.shape:
+            raise ValueError(f"source {tuple(source.shape)} and driving {tuple(driving.shape)} shapes differ")
+        motion_source = self.encode_motion(source)
+        motion_driving = self.encode_motion(driving)
+        output = self.render(source, motion_source, motion_driving)
+        output["motion_source"] = motion_source
+        output["motion_driving"] = motion_driving
+        return output
 
     def training_forward(self, batch: dict[str, Any]) -> ModelOutput:
         """The task's forward on a training batch; the default reconstructs ``driving`` from ``source``, or from

@@ -148,6 +148,27 @@ class OneSourceFamily(ReenactmentFamily):
         return {"prediction": source}
 
 
+def test_the_decoder_returns_d_untrained_and_blends_it_with_its_painting_when_asked() -> None:
+    """Logit mode: a zero correction returns the warped source D. Blend mode: a constant mask of 1 returns D, a
+    constant mask of 0 the decoder's own painting, which does not depend on D."""
+    torch.manual_seed(0)
+    features, skips = torch.randn(2, 16, 8, 8), [torch.randn(2, 8, 16, 16)]
+    warped, other = smooth(2, 1)[..., :16, :16], smooth(2, 2)[..., :16, :16]
+    plain = ImageDecoder(in_features=16, block_expansion=8, max_features=16, num_up_blocks=1, num_bottleneck_blocks=1)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(features, skips, warped), warped, atol=2e-3, rtol=0)  # logit clamp 1e-3
+    blended = ImageDecoder(in_features=16, block_expansion=8, max_features=16, num_up_blocks=1,
+                           num_bottleneck_blocks=1, blend_warped_source=True).eval()
+    torch.nn.init.zeros_(blended.blend.head.weight)
+    with torch.no_grad():
+        blended.blend.head.bias.fill_(30.0)  # V = 1
+        torch.testing.assert_close(blended(features, skips, warped), warped, atol=1e-6, rtol=0)
+        blended.blend.head.bias.fill_(-30.0)  # V = 0
+        painted = blended(features, skips, warped)
+        torch.testing.assert_close(blended(features, skips, other), painted, atol=1e-6, rtol=0)
+        assert (painted - warped).abs().mean() > 0.05
+
+
 def test_a_one_source_family_refuses_several_sources_in_one_line() -> None:
     family = OneSourceFamily()
     frames = torch.rand(1, 2, 3, 8, 8)

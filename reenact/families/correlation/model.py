@@ -57,16 +57,6 @@ class CorrelationWarpModel(ReenactmentFamily):
             "target_features": field["target_features"],
         }
 
-    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> ModelOutput:
-        if source.shape != driving.shape:
-            raise ValueError(f"source {tuple(source.shape)} and driving {tuple(driving.shape)} shapes differ")
-        motion_source = self.encode_motion(source)
-        motion_driving = self.encode_motion(driving)
-        output = self.render(source, motion_source, motion_driving)
-        output["motion_source"] = motion_source
-        output["motion_driving"] = motion_driving
-        return output
-
     def transfer_motion(
         self,
         source_motion: Motion,

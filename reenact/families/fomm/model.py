@@ -98,17 +98,6 @@ class FirstOrderMotionModel(ReenactmentFamily):
                                           self.refine_toward(driving_motion))
         return generated["prediction"]  # (B, C, H, W)
 
-    def forward(self, source: torch.Tensor, driving: torch.Tensor) -> ModelOutput:
-        if source.shape != driving.shape:
-            raise ValueError(f"source {tuple(source.shape)} and driving {tuple(driving.shape)} shapes differ")
-        # two separate passes (not one concatenated batch) so BatchNorm statistics match the original code's
-        motion_source = self.encode_motion(source)
-        motion_driving = self.encode_motion(driving)
-        output = self.render(source, motion_source, motion_driving)
-        output["motion_source"] = motion_source
-        output["motion_driving"] = motion_driving
-        return output
-
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
         """FOMM trains the detector and the generator with separate optimisers."""
         refinement = list(self.refinement.parameters()) if self.refinement is not None else []
