@@ -558,7 +558,8 @@ def test_fomm_keypoints_jacobians_deformation_and_occlusion_hand_computed() -> N
     for i, (r, c) in enumerate(peaks):
         expected = torch.tensor([2 * c / 57 - 1, 2 * r / 57 - 1]) * (e - 1) / (e + 58 * 58 - 1)
         torch.testing.assert_close(kp["value"][0, i], expected, atol=1e-5, rtol=0)  # float32 sum of 3364 cells
-        torch.testing.assert_close(kp["jacobian"][0, i].flatten(), b + a * e / (e + 58 * 58 - 1), atol=1e-5, rtol=0)
+        # the same float32 sum times a of up to ~1.5: its rounding depends on the CPU's kernels and thread count
+        torch.testing.assert_close(kp["jacobian"][0, i].flatten(), b + a * e / (e + 58 * 58 - 1), atol=2e-5, rtol=0)
 
     # part 4 (keypoint 3) takes all mask weight: the deformation is its first-order motion everywhere
     kp_d = {"value": torch.rand(1, k, 2) - 0.5, "jacobian": torch.eye(2).repeat(1, k, 1, 1)}

@@ -139,8 +139,9 @@ def test_identity_deformation_when_keypoints_do_not_move() -> None:
     assert dense["mask"].amax(dim=1).mean() > 0.5  # masks concentrate on a few motions
     identity = make_coordinate_grid((4, 16, 16)).expand(2, -1, -1, -1, -1)
     torch.testing.assert_close(out["deformation"], identity, atol=1e-6, rtol=0)
+    # sampling at a grid within 1e-6 of the identity: an error relative to the feature's magnitude (randn, up to ~4)
     torch.testing.assert_close(
-        WarpingNetwork.deform_input(feature, out["deformation"]), feature, atol=1e-5, rtol=0
+        WarpingNetwork.deform_input(feature, out["deformation"]), feature, atol=1e-5, rtol=1e-5
     )
     with torch.no_grad():
         moved = net(feature, kp, kp + 0.3)

@@ -28,6 +28,8 @@ def test_a_checkpoint_of_commit_7ceca08_loads_and_reproduces_its_outputs(family:
     assert model.family == expected["family"] == family
     source, driving = expected["source"], expected["driving"]
     prediction = model.reconstruct(source[:1].expand(4, -1, -1, -1), driving)["prediction"]
-    torch.testing.assert_close(prediction, expected["reconstruct"], atol=1e-6, rtol=0)
+    # 5e-6: float32 rounding through the networks' depth differs by about 1e-6 between CPUs and thread counts (the
+    # fixtures were written on another machine); a wrongly loaded weight or convention is off by 1e-2 or more
+    torch.testing.assert_close(prediction, expected["reconstruct"], atol=5e-6, rtol=0)
     animated = model.animate(source[0], driving, relative=True)
-    torch.testing.assert_close(animated, expected["animate"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(animated, expected["animate"], atol=5e-6, rtol=0)
