@@ -33,23 +33,12 @@ from reenact.utils.hydra_utils import (
     first_sweep_combination,
     refuse_reused_run_dir,
 )
+from tests.helpers.configs import CHEAP_RUN
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Appended to a README line only to make it cheap: a tiny synthetic set, one short epoch that still validates.
-SMALL = [
-    "data.synthetic.num_train_identities=4",
-    "data.synthetic.num_test_identities=2",
-    "data.synthetic.clips_per_identity=2",
-    "data.synthetic.num_frames=16",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "data.val_videos=1",
-    "data.val_max_frames=4",
-    "trainer.max_epochs=1",
-    "trainer.check_val_every_n_epoch=1",
-    "trainer.limit_train_batches=2",
-]
+# Appended to a README line only to make it cheap.
+SMALL = CHEAP_RUN
 
 
 def readme_train_lines() -> list[list[str]]:

@@ -16,7 +16,7 @@ from reenact.callbacks.precise_bn import PreciseBatchNorm, recompute_batchnorm_s
 from reenact.entrypoints.train import _one_line, run
 from reenact.errors import USER_ERRORS
 from reenact.utils.config_check import ConfigError
-from tests.helpers.configs import train_config
+from tests.helpers.configs import CHEAP_RUN, train_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -216,20 +216,7 @@ def _cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Completed
     )
 
 
-TINY_CLI = [
-    "data.synthetic.num_train_identities=4",
-    "data.synthetic.num_test_identities=2",
-    "data.synthetic.clips_per_identity=2",
-    "data.synthetic.num_frames=16",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "data.val_videos=1",
-    "data.val_max_frames=4",
-    "trainer.max_epochs=1",
-    "trainer.check_val_every_n_epoch=1",
-    "trainer.limit_train_batches=2",
-    "callbacks.reconstruction_visualizer.log_video=false",
-]
+TINY_CLI = [*CHEAP_RUN, "callbacks.reconstruction_visualizer.log_video=false"]
 
 
 def test_ddp_two_cpu_processes(tmp_path: Path, cache_dir: Path) -> None:

@@ -30,6 +30,22 @@ TINY_TRAINER = [
 ]
 
 
+# Appended to a ``python train.py`` command line to make it cheap: a tiny synthetic set, one short epoch that still
+# validates.
+CHEAP_RUN = [
+    "data.synthetic.num_train_identities=4",
+    "data.synthetic.num_test_identities=2",
+    "data.synthetic.clips_per_identity=2",
+    "data.synthetic.num_frames=16",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.val_videos=1",
+    "data.val_max_frames=4",
+    "trainer.max_epochs=1",
+    "trainer.check_val_every_n_epoch=1",
+    "trainer.limit_train_batches=2",
+]
+
 def train_config(
     output_dir: Path, cache_dir: Path, overrides: Sequence[str] = (), tiny_synthetic: bool = True
 ) -> DictConfig:
