@@ -172,6 +172,33 @@ def test_time_flip_skips_horizontal_flip_and_jitter_is_shared() -> None:
     assert torch.equal(out["source"], again["source"])  # deterministic for a given generator
 
 
+def test_shape_jitter_moves_every_frame_and_its_landmarks_alike_and_is_off_by_default() -> None:
+    """One random axis-aligned map per sample: a dot drawn at a landmark is found where the moved landmark says, the
+    source and every extra source move exactly as the driving frame, and with the defaults nothing is resampled."""
+    image = torch.zeros(3, 64, 64)
+    image[:, 20, 40] = 1.0  # a dot at row 20, column 40
+    point = torch.tensor([[2 * 40 / 63 - 1, 2 * 20 / 63 - 1]])  # normalised (x, y), align_corners=True
+    sample = {"source": image, "driving": image.clone(), "sources": torch.stack([image, image.clone()]),
+              "source_landmarks": point, "driving_landmarks": point.clone(),
+              "source_pose": torch.tensor([1.0, 2.0, 3.0]), "driving_pose": torch.tensor([1.0, 2.0, 3.0])}
+    shape = Augmentation(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, shape_scale=0.2, shape_shift=0.2)
+    for seed in range(3):
+        out = shape(sample, torch.Generator().manual_seed(seed))
+        assert torch.equal(out["source"], out["driving"]) and torch.equal(out["sources"][1], out["driving"])
+        moved = (out["driving_landmarks"][0] + 1) / 2 * 63  # pixels (x, y)
+        assert (moved - torch.tensor([40.0, 20.0])).abs().max() > 0.5  # it did move
+        dot = out["driving"][0]
+        rows, cols = torch.arange(64.0)[:, None], torch.arange(64.0)[None]
+        found = torch.stack([(dot * cols).sum() / dot.sum(), (dot * rows).sum() / dot.sum()])
+        assert (found - moved).abs().max() < 0.5, (seed, found, moved)
+        torch.testing.assert_close(out["source_landmarks"], out["driving_landmarks"])
+        assert torch.equal(out["driving_pose"], sample["driving_pose"])
+    plain = Augmentation(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)(sample, torch.Generator().manual_seed(0))
+    assert all(torch.equal(plain[k], sample[k]) for k in sample)
+    with pytest.raises(ValueError, match="shape_scale"):
+        Augmentation(shape_scale=0.7)
+
+
 def test_flip_permutations_are_validated() -> None:
     Augmentation(landmark_flip_permutation=IBUG68_FLIP_PERMUTATION)
     assert IBUG68_FLIP_PERMUTATION[36] == 45 and IBUG68_FLIP_PERMUTATION[48] == 54

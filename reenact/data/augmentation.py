@@ -6,6 +6,11 @@ same flip and colour jitter on every frame; a time flip swaps the driving frame 
 The horizontal flip mirrors both images, negates the normalised landmark x
 coordinate (the align_corners=True convention makes x_px -> W-1-x_px exactly x -> -x), re-orders mirrored
 landmark pairs (left eye <-> right eye) when a permutation is given, and negates yaw and roll labels.
+Shape jitter (off by default: `shape_scale`, `shape_shift`) moves every frame of a sample by one random axis-aligned
+affine map, x -> (s_x x + t_x, s_y y + t_y), with s_x and s_y drawn independently: a wider or longer face at
+another place in the frame, moving exactly as the original did. With few identities (a handful of real clips) it
+gives the motion networks faces of other proportions than the ones they were trained on. Landmarks follow the same
+map; head-pose labels are kept, as the map has no rotation in the image plane.
 Colour jitter draws one brightness/contrast/saturation/hue setting and one operation order per sample, like
 torchvision's ColorJitter, but folds the chain into a single affine colour map (see `colour_jitter`) and rotates
 hue in YIQ chroma space instead of an HSV round trip: the same kind of perturbation at a fraction of the cost
@@ -42,10 +47,13 @@ class Augmentation:
         saturation: float = 0.1,
         hue: float = 0.1,
         landmark_flip_permutation: Sequence[int] | None = None,
+        shape_scale: float = 0.0,
+        shape_shift: float = 0.0,
     ) -> None:
         for name, value, top in (("time_flip_p", time_flip_p, 1), ("horizontal_flip_p", horizontal_flip_p, 1),
                                  ("brightness", brightness, 1), ("contrast", contrast, 1),
-                                 ("saturation", saturation, 1), ("hue", hue, 0.5)):
+                                 ("saturation", saturation, 1), ("hue", hue, 0.5),
+                                 ("shape_scale", shape_scale, 0.5), ("shape_shift", shape_shift, 0.5)):
             if not 0 <= value <= top:
                 raise ValueError(f"augmentation {name}={value} is outside [0, {top}]")
         if landmark_flip_permutation is not None:
@@ -54,6 +62,7 @@ class Augmentation:
                 raise ValueError(f"landmark_flip_permutation {order} is not a mirror pairing (an involution)")
         self.time_flip_p = time_flip_p
         self.horizontal_flip_p = horizontal_flip_p
+        self.shape_scale, self.shape_shift = shape_scale, shape_shift
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
         self.landmark_flip_permutation = (
             torch.tensor(list(landmark_flip_permutation)) if landmark_flip_permutation is not None else None
@@ -67,7 +76,17 @@ class Augmentation:
             sample = horizontal_flip(sample, self.landmark_flip_permutation)
         if SOURCES in sample:  # the first source follows `source` through a time flip
             sample[SOURCES] = torch.cat([sample["source"][None], sample[SOURCES][1:]])
+        if self.shape_scale > 0 or self.shape_shift > 0:  # no draw when off: earlier runs stay reproducible
+            sample = self._shape(sample, generator)
         return self._jitter(sample, generator)
+
+    def _shape(self, sample: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        def uniform(half_width: float) -> float:
+            return float(half_width * (2 * torch.rand((), generator=generator) - 1))
+
+        scale = (1 + uniform(self.shape_scale), 1 + uniform(self.shape_scale))
+        shift = (uniform(self.shape_shift), uniform(self.shape_shift))
+        return axis_affine(sample, scale, shift)
 
     @staticmethod
     def _coin(p: float, generator: torch.Generator) -> bool:
@@ -137,6 +156,31 @@ def colour_jitter(images: torch.Tensor, settings: dict[str, float], order: Seque
     out = torch.matmul(weights, images.flatten(-2))  # (N, 3, H*W)
     out += torch.from_numpy(offset).to(images.dtype)[..., None]
     return out.view(images.shape).clamp_(0, 1)
+
+
+def axis_affine(
+    sample: dict[str, torch.Tensor], scale: tuple[float, float], shift: tuple[float, float]
+) -> dict[str, torch.Tensor]:
+    """Move the content of every frame by x -> (scale_x x + shift_x, scale_y y + shift_y) in normalised coordinates
+    (align_corners=True, as the landmarks); landmarks (L, 2) move the same way. Uncovered borders repeat the edge."""
+    moved = dict(sample)
+    keys = [key for key in (*FRAMES, SOURCES) if key in sample]
+    frames = torch.cat([sample[key].reshape(-1, *sample[key].shape[-3:]) for key in keys])  # (N, 3, H, W)
+    # output pixel p shows input point (p - shift) / scale
+    theta = torch.tensor([[1 / scale[0], 0.0, -shift[0] / scale[0]], [0.0, 1 / scale[1], -shift[1] / scale[1]]],
+                         dtype=frames.dtype)
+    grid = torch.nn.functional.affine_grid(theta.expand(len(frames), 2, 3), list(frames.shape), align_corners=True)
+    warped = torch.nn.functional.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    start = 0
+    for key in keys:
+        count = sample[key].reshape(-1, *sample[key].shape[-3:]).shape[0]
+        moved[key] = warped[start:start + count].reshape(sample[key].shape)
+        start += count
+    for frame in FRAMES:
+        if f"{frame}_landmarks" in sample:
+            points = sample[f"{frame}_landmarks"]  # (L, 2)
+            moved[f"{frame}_landmarks"] = points * points.new_tensor(scale) + points.new_tensor(shift)
+    return moved
 
 
 def time_flip(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

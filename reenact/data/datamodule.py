@@ -93,6 +93,8 @@ class ReenactDataModule(LightningDataModule):
         contrast: float = 0.1,
         saturation: float = 0.1,
         hue: float = 0.1,
+        shape_scale: float = 0.0,
+        shape_shift: float = 0.0,
         val_videos: int | None = 4,
         val_max_frames: int | None = 32,
         pin_memory: bool | None = None,
@@ -122,7 +124,8 @@ class ReenactDataModule(LightningDataModule):
         self.id_sampling = id_sampling
         self.augment = augment
         self.augmentation_args = dict(time_flip_p=time_flip_p, horizontal_flip_p=horizontal_flip_p,
-                                      brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
+                                      brightness=brightness, contrast=contrast, saturation=saturation, hue=hue,
+                                      shape_scale=shape_scale, shape_shift=shape_shift)
         self.val_videos = val_videos
         self.val_max_frames = val_max_frames
         self.pin_memory = pin_memory
