@@ -4,7 +4,7 @@ one-line config errors (issue 18, items 1, 2, 5 and 10).
 Each command line is read from README.md and run as a subprocess of ``python train.py`` in a temporary folder that
 holds a copy of ``train.py``, so the relative ``logs/`` and ``optuna.db`` land there; REENACT_CACHE points at one
 shared cache for the synthetic data. Where a line as written would train for minutes, only overrides that shrink the
-data and the epochs (``SMALL``) are appended; ``test_readme_grid_sweep_byte_for_byte`` runs the grid line unchanged.
+data and the epochs (``CHEAP_RUN``) are appended; ``test_readme_grid_sweep_byte_for_byte`` runs the grid line unchanged.
 """
 
 from __future__ import annotations
@@ -36,10 +36,6 @@ from reenact.utils.hydra_utils import (
 from tests.helpers.configs import CHEAP_RUN
 
 REPO = Path(__file__).resolve().parents[1]
-
-# Appended to a README line only to make it cheap.
-SMALL = CHEAP_RUN
-
 
 def readme_train_lines() -> list[list[str]]:
     """The arguments of every ``python train.py ...`` line in README.md (continuations joined, comments cut)."""
@@ -96,7 +92,7 @@ def expected_jobs(args: list[str]) -> int:
 
 def test_readme_grid_sweep_runs_as_written(workdir: Path, reenact_cache: Path) -> None:
     args = readme_args("-m", "model.lr.generator=1e-4,2e-4")
-    result = train_cli([*args, *SMALL], workdir, reenact_cache)
+    result = train_cli([*args, *CHEAP_RUN], workdir, reenact_cache)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = run_folders(workdir, "multiruns")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
@@ -126,7 +122,7 @@ def test_readme_optuna_sweep_runs_as_written(workdir: Path, reenact_cache: Path)
     assert "hydra.sweeper.storage=sqlite:///optuna.db" in args
     # Two trials instead of twenty (later overrides win), all of them random start-up trials.
     cheap = ["hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2"]
-    result = train_cli([*args, *cheap, *SMALL], workdir, reenact_cache)
+    result = train_cli([*args, *cheap, *CHEAP_RUN], workdir, reenact_cache)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = run_folders(workdir, "multiruns")
     assert "best_value" in (sweep / "optimization_results.yaml").read_text()
@@ -194,7 +190,7 @@ def test_sweep_precheck_composes_the_first_job() -> None:
 
 def test_readme_wandb_logging_runs_as_written(workdir: Path, reenact_cache: Path) -> None:
     args = readme_args("logger=wandb")
-    result = train_cli([*args, *SMALL], workdir, reenact_cache, WANDB_MODE="offline")
+    result = train_cli([*args, *CHEAP_RUN], workdir, reenact_cache, WANDB_MODE="offline")
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_folders(workdir)
     (offline,) = (run / "wandb").glob("offline-run-*")
@@ -209,7 +205,7 @@ def test_readme_wandb_logging_runs_as_written(workdir: Path, reenact_cache: Path
 
 def test_runs_started_together_get_their_own_folders(workdir: Path, reenact_cache: Path) -> None:
     # train=false: each run composes, builds everything and writes its folder, without training.
-    args = ["train=false", *SMALL]
+    args = ["train=false", *CHEAP_RUN]
     processes = [subprocess.Popen([sys.executable, "train.py", *args], cwd=workdir, env=_env(reenact_cache, {}),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for process in processes:
@@ -263,7 +259,7 @@ def test_reusing_a_folder_with_checkpoints_needs_an_explicit_choice(workdir: Pat
     run = workdir / "earlier_run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(b"another run's weights")
-    args = [f"hydra.run.dir={run}", "train=false", *SMALL]
+    args = [f"hydra.run.dir={run}", "train=false", *CHEAP_RUN]
     refused = train_cli(args, workdir, reenact_cache, timeout=300)
     assert refused.returncode == 2
     assert "Traceback" not in refused.stderr

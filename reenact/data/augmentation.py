@@ -165,17 +165,15 @@ def axis_affine(
     (align_corners=True, as the landmarks); landmarks (L, 2) move the same way. Uncovered borders repeat the edge."""
     moved = dict(sample)
     keys = [key for key in (*FRAMES, SOURCES) if key in sample]
-    frames = torch.cat([sample[key].reshape(-1, *sample[key].shape[-3:]) for key in keys])  # (N, 3, H, W)
+    stacks = [sample[key].reshape(-1, *sample[key].shape[-3:]) for key in keys]  # (1 or S, 3, H, W) each
+    frames = torch.cat(stacks)  # (N, 3, H, W)
     # output pixel p shows input point (p - shift) / scale
     theta = torch.tensor([[1 / scale[0], 0.0, -shift[0] / scale[0]], [0.0, 1 / scale[1], -shift[1] / scale[1]]],
                          dtype=frames.dtype)
     grid = torch.nn.functional.affine_grid(theta.expand(len(frames), 2, 3), list(frames.shape), align_corners=True)
     warped = torch.nn.functional.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    start = 0
-    for key in keys:
-        count = sample[key].reshape(-1, *sample[key].shape[-3:]).shape[0]
-        moved[key] = warped[start:start + count].reshape(sample[key].shape)
-        start += count
+    for key, part in zip(keys, warped.split([len(stack) for stack in stacks]), strict=True):
+        moved[key] = part.reshape(sample[key].shape)
     for frame in FRAMES:
         if f"{frame}_landmarks" in sample:
             points = sample[f"{frame}_landmarks"]  # (L, 2)

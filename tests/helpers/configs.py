@@ -46,6 +46,7 @@ CHEAP_RUN = [
     "trainer.limit_train_batches=2",
 ]
 
+
 def train_config(
     output_dir: Path, cache_dir: Path, overrides: Sequence[str] = (), tiny_synthetic: bool = True
 ) -> DictConfig:
