@@ -16,6 +16,7 @@ from reenact.layers.geometry import heatmap_to_keypoints, make_coordinate_grid, 
 from reenact.losses import (
     EquivarianceLoss,
     ImagePyramid,
+    LandmarkGuidance,
     LossContext,
     LossTerm,
     Objective,
@@ -463,6 +464,51 @@ def test_wing_loss_pieces_and_continuity() -> None:
     assert wing_loss(torch.tensor([0.0, 2.0, -20.0]), target).item() == pytest.approx(
         (10 * math.log(2) + 20 - linear_offset) / 3
     )
+
+
+class _KeypointNetwork(nn.Module):
+    """Stands in for a keypoint family: its motion's ``value`` are the 2D keypoints."""
+
+    family = "stub"
+
+    @staticmethod
+    def keypoints_2d(motion: dict) -> torch.Tensor | None:
+        return motion.get("value")
+
+
+def test_landmark_guidance_pulls_the_chosen_keypoints_onto_their_landmarks_and_skips_faceless_frames() -> None:
+    torch.manual_seed(0)
+    landmarks = torch.rand(2, 68, 2) * 2 - 1  # normalised [-1, 1], as the datasets return them
+    landmarks[1] = float("nan")  # frame 1: preprocessing found no face
+    batch = {"source_landmarks": landmarks, "driving_landmarks": landmarks}
+    keypoints = torch.zeros(2, 3, 2, requires_grad=True)
+    objective = Objective(terms={"landmark": LandmarkGuidance(keypoints=[0, 2], landmark_indices=[36, 45])})
+    optimiser = torch.optim.Adam([keypoints], lr=0.02)
+    first = None
+    for _ in range(300):
+        motion = {"value": keypoints}
+        losses = objective(LossContext(_KeypointNetwork(), batch, {"motion_source": motion, "motion_driving": motion}))
+        assert set(losses) == {"landmark_source", "landmark_driving"}
+        loss = sum(losses.values())
+        first = loss.item() if first is None else first
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert loss.item() < 0.05 * first
+    torch.testing.assert_close(keypoints[0, [0, 2]].detach(), landmarks[0, [36, 45]], atol=1e-2, rtol=0)
+    # the unguided keypoint and the face-less frame get no gradient
+    assert keypoints[0, 1].abs().max() == 0 and keypoints[1].abs().max() == 0
+
+
+def test_landmark_guidance_without_landmarks_adds_nothing_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    term = LandmarkGuidance(keypoints=[0], landmark_indices=[30])
+    motion = {"value": torch.zeros(1, 1, 2)}
+    context = LossContext(_KeypointNetwork(), {"driving": torch.zeros(1, 3, 8, 8)},
+                          {"motion_source": motion, "motion_driving": motion})
+    with caplog.at_level("WARNING", logger="reenact.losses.landmarks"):
+        assert term(context) == {} and term(context) == {}
+    warnings = [r.getMessage() for r in caplog.records if r.name == "reenact.losses.landmarks"]
+    assert len(warnings) == 1 and "--landmarks" in warnings[0] and "\n" not in warnings[0]
 
 
 class _Network(nn.Module):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
 import torch
 
 from reenact.losses.terms import LossContext, LossTerm
+
+log = logging.getLogger(__name__)
 
 
 def wing_loss(
@@ -27,7 +30,8 @@ def wing_loss(
 class LandmarkGuidance(LossTerm):
     """Wing loss between the 2D keypoints ``keypoints`` and the batch's 68-point landmarks ``landmark_indices``
     (``<side>_landmarks``, normalised [-1, 1]), for the source and the driving frame. Frames without a detected
-    face (NaN landmarks) do not count; a batch without landmarks adds nothing.
+    face (NaN landmarks) do not count; a batch without landmarks adds nothing, and the first such batch says so in one
+    warning line (the data was prepared without ``--landmarks``).
 
     LivePortrait-Train uses w=0.1, ε=0.01 on [0, 1] coordinates; ours span [-1, 1], hence the defaults of twice that.
     """
@@ -52,6 +56,7 @@ class LandmarkGuidance(LossTerm):
         self.landmark_indices = list(landmark_indices)
         self.wing_w = wing_w
         self.wing_epsilon = wing_epsilon
+        self.warned_no_landmarks = False
 
     def compute(self, context: LossContext) -> dict[str, torch.Tensor]:
         parts: dict[str, torch.Tensor] = {}
@@ -66,4 +71,9 @@ class LandmarkGuidance(LossTerm):
             found = torch.isfinite(target).all(dim=-1).all(dim=-1)  # (B,)
             if found.any():
                 parts[side] = wing_loss(guided[found], target[found], self.wing_w, self.wing_epsilon)
+        if not any(f"{side}_landmarks" in context.batch for side in ("source", "driving")) \
+                and not self.warned_no_landmarks:
+            self.warned_no_landmarks = True
+            log.warning("landmark guidance is on but the batches carry no landmarks, so it adds nothing: prepare the "
+                        "clips with `python -m reenact.prepare folder ... --landmarks`")
         return parts
