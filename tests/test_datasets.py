@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 from dataclasses import replace
@@ -181,22 +182,32 @@ def test_shape_jitter_moves_every_frame_and_its_landmarks_alike_and_is_off_by_de
     sample = {"source": image, "driving": image.clone(), "sources": torch.stack([image, image.clone()]),
               "source_landmarks": point, "driving_landmarks": point.clone(),
               "source_pose": torch.tensor([1.0, 2.0, 3.0]), "driving_pose": torch.tensor([1.0, 2.0, 3.0])}
-    shape = Augmentation(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, shape_scale=0.2, shape_shift=0.2)
-    for seed in range(3):
+    jitters = [Augmentation(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, shape_scale=0.2, shape_shift=0.2),
+               Augmentation(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, shape_zoom=0.5)]
+    zooms = []
+    for shape, seed in itertools.product(jitters, range(4)):
         out = shape(sample, torch.Generator().manual_seed(seed))
         assert torch.equal(out["source"], out["driving"]) and torch.equal(out["sources"][1], out["driving"])
         moved = (out["driving_landmarks"][0] + 1) / 2 * 63  # pixels (x, y)
-        assert (moved - torch.tensor([40.0, 20.0])).abs().max() > 0.5  # it did move
+        if not shape.shape_zoom:
+            assert (moved - torch.tensor([40.0, 20.0])).abs().max() > 0.5  # it did move
         dot = out["driving"][0]
         rows, cols = torch.arange(64.0)[:, None], torch.arange(64.0)[None]
         found = torch.stack([(dot * cols).sum() / dot.sum(), (dot * rows).sum() / dot.sum()])
         assert (found - moved).abs().max() < 0.5, (seed, found, moved)
         torch.testing.assert_close(out["source_landmarks"], out["driving_landmarks"])
         assert torch.equal(out["driving_pose"], sample["driving_pose"])
+        if shape.shape_zoom:  # a zoom alone scales both axes alike, within [1 / 1.5, 1.5]
+            zoom = out["driving_landmarks"][0] / point[0]
+            assert abs(zoom[0] - zoom[1]) < 1e-5 and 1 / 1.5 <= zoom[0] <= 1.5
+            zooms.append(zoom[0].item())
+    assert max(zooms) - min(zooms) > 0.2  # it did zoom, by different amounts
     plain = Augmentation(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)(sample, torch.Generator().manual_seed(0))
     assert all(torch.equal(plain[k], sample[k]) for k in sample)
     with pytest.raises(ValueError, match="shape_scale"):
         Augmentation(shape_scale=0.7)
+    with pytest.raises(ValueError, match="shape_zoom"):
+        Augmentation(shape_zoom=1.5)
 
 
 def test_flip_permutations_are_validated() -> None:

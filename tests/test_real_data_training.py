@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from reenact.data.video import probe_video
@@ -30,7 +32,8 @@ def prepared(faces_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         + "d11,0,40,0-0-512-512,25,512,512,train,id00002\n"
         + "d12,0,24,0-0-512-512,25,512,512,test,id00003\n"
     )
-    report = prepare(["voxceleb", "--metadata", str(metadata), "--raw", str(raw), "--size", "64", str(root / "out")])
+    report = prepare(["voxceleb", "--metadata", str(metadata), "--raw", str(raw), "--size", "64", "--landmarks",
+                      str(root / "out")])
     assert len(report.written) == 3 and not report.failed
     return root / "out"
 
@@ -44,3 +47,19 @@ def test_prepared_real_clips_train_and_validate(prepared: Path, tmp_path: Path) 
     assert 0 < metrics["val/l1_copy_source"] < 1 and metrics["val/l1"] > 0
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert summary["last_checkpoint"].endswith("last.ckpt")
+
+
+def test_the_real_cpu_recipe_pulls_its_keypoints_onto_the_prepared_landmarks(prepared: Path, tmp_path: Path) -> None:
+    """``experiment=real_cpu`` as the README runs it, on clips prepared with ``--landmarks`` at 64x64: the landmark
+    guidance reads the dlib landmarks of both frames, and within a few steps the keypoints move toward them."""
+    assert np.isfinite(np.load(prepared / "test" / "id00003#d12#000000#000024.landmarks.npy")).all()
+    overrides = ["experiment=real_cpu", f"data.root={prepared}", "data.batch_size=4", "data.num_workers=0",
+                 "data.num_repeats=8", "data.val_videos=1", "data.val_max_frames=4", "trainer.max_epochs=4",
+                 "trainer.limit_train_batches=4", "trainer.check_val_every_n_epoch=4", "trainer.max_time=null"]
+    metrics, _ = run(train_config(tmp_path, tmp_path / "cache", overrides, tiny_synthetic=False))
+    with open(tmp_path / "csv" / "metrics.csv") as f:
+        rows = [r["train/landmark_driving_step"] for r in csv.DictReader(f)]
+    guidance = [float(value) for value in rows if value]
+    assert len(guidance) == 16 and all(np.isfinite(guidance))
+    assert np.mean(guidance[-4:]) < 0.8 * np.mean(guidance[:4])
+    assert np.isfinite(metrics["val/l1"])

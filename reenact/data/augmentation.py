@@ -6,11 +6,13 @@ same flip and colour jitter on every frame; a time flip swaps the driving frame 
 The horizontal flip mirrors both images, negates the normalised landmark x
 coordinate (the align_corners=True convention makes x_px -> W-1-x_px exactly x -> -x), re-orders mirrored
 landmark pairs (left eye <-> right eye) when a permutation is given, and negates yaw and roll labels.
-Shape jitter (off by default: `shape_scale`, `shape_shift`) moves every frame of a sample by one random axis-aligned
-affine map, x -> (s_x x + t_x, s_y y + t_y), with s_x and s_y drawn independently: a wider or longer face at
-another place in the frame, moving exactly as the original did. With few identities (a handful of real clips) it
-gives the motion networks faces of other proportions than the ones they were trained on. Landmarks follow the same
-map; head-pose labels are kept, as the map has no rotation in the image plane.
+Shape jitter (off by default: `shape_scale`, `shape_shift`, `shape_zoom`) moves every frame of a sample by one random
+axis-aligned affine map, x -> (z s_x x + t_x, z s_y y + t_y), with s_x and s_y drawn independently around 1 and one
+zoom z for both axes, log-uniform in [1 / (1 + shape_zoom), 1 + shape_zoom]: a wider or longer, nearer or farther face
+at another place in the frame, moving exactly as the original did. With few identities (a handful of real clips) it
+gives the motion networks faces of other proportions, sizes and places than the ones they were trained on; an unseen
+clip framed wider than the training clips then still shows a face of a size they know. Landmarks follow the same map;
+head-pose labels are kept, as the map has no rotation in the image plane.
 Colour jitter draws one brightness/contrast/saturation/hue setting and one operation order per sample, like
 torchvision's ColorJitter, but folds the chain into a single affine colour map (see `colour_jitter`) and rotates
 hue in YIQ chroma space instead of an HSV round trip: the same kind of perturbation at a fraction of the cost
@@ -49,11 +51,13 @@ class Augmentation:
         landmark_flip_permutation: Sequence[int] | None = None,
         shape_scale: float = 0.0,
         shape_shift: float = 0.0,
+        shape_zoom: float = 0.0,
     ) -> None:
         for name, value, top in (("time_flip_p", time_flip_p, 1), ("horizontal_flip_p", horizontal_flip_p, 1),
                                  ("brightness", brightness, 1), ("contrast", contrast, 1),
                                  ("saturation", saturation, 1), ("hue", hue, 0.5),
-                                 ("shape_scale", shape_scale, 0.5), ("shape_shift", shape_shift, 0.5)):
+                                 ("shape_scale", shape_scale, 0.5), ("shape_shift", shape_shift, 0.5),
+                                 ("shape_zoom", shape_zoom, 1)):
             if not 0 <= value <= top:
                 raise ValueError(f"augmentation {name}={value} is outside [0, {top}]")
         if landmark_flip_permutation is not None:
@@ -62,7 +66,7 @@ class Augmentation:
                 raise ValueError(f"landmark_flip_permutation {order} is not a mirror pairing (an involution)")
         self.time_flip_p = time_flip_p
         self.horizontal_flip_p = horizontal_flip_p
-        self.shape_scale, self.shape_shift = shape_scale, shape_shift
+        self.shape_scale, self.shape_shift, self.shape_zoom = shape_scale, shape_shift, shape_zoom
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
         self.landmark_flip_permutation = (
             torch.tensor(list(landmark_flip_permutation)) if landmark_flip_permutation is not None else None
@@ -76,7 +80,7 @@ class Augmentation:
             sample = horizontal_flip(sample, self.landmark_flip_permutation)
         if SOURCES in sample:  # the first source follows `source` through a time flip
             sample[SOURCES] = torch.cat([sample["source"][None], sample[SOURCES][1:]])
-        if self.shape_scale > 0 or self.shape_shift > 0:  # no draw when off: earlier runs stay reproducible
+        if self.shape_scale > 0 or self.shape_shift > 0 or self.shape_zoom > 0:  # no draw when off: runs reproduce
             sample = self._shape(sample, generator)
         return self._jitter(sample, generator)
 
@@ -86,6 +90,9 @@ class Augmentation:
 
         scale = (1 + uniform(self.shape_scale), 1 + uniform(self.shape_scale))
         shift = (uniform(self.shape_shift), uniform(self.shape_shift))
+        if self.shape_zoom > 0:  # drawn last, and only when on: runs without it draw what they drew before
+            zoom = math.exp(uniform(math.log1p(self.shape_zoom)))
+            scale = (scale[0] * zoom, scale[1] * zoom)
         return axis_affine(sample, scale, shift)
 
     @staticmethod

@@ -95,6 +95,7 @@ class ReenactDataModule(LightningDataModule):
         hue: float = 0.1,
         shape_scale: float = 0.0,
         shape_shift: float = 0.0,
+        shape_zoom: float = 0.0,
         val_videos: int | None = 4,
         val_max_frames: int | None = 32,
         pin_memory: bool | None = None,
@@ -125,7 +126,7 @@ class ReenactDataModule(LightningDataModule):
         self.augment = augment
         self.augmentation_args = dict(time_flip_p=time_flip_p, horizontal_flip_p=horizontal_flip_p,
                                       brightness=brightness, contrast=contrast, saturation=saturation, hue=hue,
-                                      shape_scale=shape_scale, shape_shift=shape_shift)
+                                      shape_scale=shape_scale, shape_shift=shape_shift, shape_zoom=shape_zoom)
         self.val_videos = val_videos
         self.val_max_frames = val_max_frames
         self.pin_memory = pin_memory
