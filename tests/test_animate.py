@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import shutil
 import subprocess
 import sys
@@ -395,9 +396,10 @@ def test_reconstruction_parts_splits_the_error_of_a_trained_checkpoint(
     write_video(clips / "moving#0.mp4", frames, fps=25)
     assert parts.main([str(fomm_ckpt), str(clips), "--frames", "4"]) == 0
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| moving")][0]
-    prediction, copy, ratio, still, deformed = (float(v) for v in row.strip("|").split("|")[1:])
+    prediction, copy, ratio, still, deformed, keypoints = (float(v) for v in row.strip("|").split("|")[1:])
 
     video = torch.from_numpy(read_frames(clips / "moving#0.mp4", range(4))).float() / 255  # as decoded, 4 frames
     assert copy == pytest.approx((video - video[:1]).abs().mean().item(), abs=1e-4)
     assert copy > 0.01 and ratio == pytest.approx(prediction / copy, rel=0.01)
     assert 0 < still < 1 and 0 < deformed < 1  # the decoder's loss with nothing moving; FOMM has a flow
+    assert math.isnan(keypoints)  # no landmark guidance and no landmark files: nothing to compare

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ from reenact.entrypoints.train import run
 from reenact.prepare import run as prepare
 from tests.helpers.configs import train_config
 
+REPO = Path(__file__).resolve().parents[1]
 HEADER = "video_id,start,end,bbox,fps,width,height,partition,person_id\n"
 
 
@@ -49,7 +51,9 @@ def test_prepared_real_clips_train_and_validate(prepared: Path, tmp_path: Path) 
     assert summary["last_checkpoint"].endswith("last.ckpt")
 
 
-def test_the_real_cpu_recipe_pulls_its_keypoints_onto_the_prepared_landmarks(prepared: Path, tmp_path: Path) -> None:
+def test_the_real_cpu_recipe_pulls_its_keypoints_onto_the_prepared_landmarks(
+    prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """``experiment=real_cpu`` as the README runs it, on clips prepared with ``--landmarks`` at 64x64: the landmark
     guidance reads the dlib landmarks of both frames, and within a few steps the keypoints move toward them."""
     assert np.isfinite(np.load(prepared / "test" / "id00003#d12#000000#000024.landmarks.npy")).all()
@@ -63,3 +67,12 @@ def test_the_real_cpu_recipe_pulls_its_keypoints_onto_the_prepared_landmarks(pre
     assert len(guidance) == 16 and all(np.isfinite(guidance))
     assert np.mean(guidance[-4:]) < 0.8 * np.mean(guidance[:4])
     assert np.isfinite(metrics["val/l1"])
+    # benchmarks/reconstruction_parts.py reads the guidance from the run and measures the keypoints' distance from the
+    # held-out clip's landmarks
+    script = REPO / "benchmarks" / "reconstruction_parts.py"
+    spec = importlib.util.spec_from_file_location("reconstruction_parts", script)
+    parts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parts)
+    assert parts.main([str(tmp_path), str(prepared / "test"), "--frames", "8"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| id00003")][0]
+    assert 0 < float(row.strip("|").split("|")[-1]) < 64
