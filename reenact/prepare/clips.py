@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reenact.data.datasets import side_file
 from reenact.data.video import VideoError, iter_frames, read_video
 from reenact.data.video_writer import write_frame_folder, write_video
 from reenact.face.crop import IntBox, crop_and_resize
@@ -65,12 +66,6 @@ def clip_name(person_id: str, video_id: str, start: int, end: int) -> str:
 
 def clip_path(options: OutputOptions, split: str, name: str) -> Path:
     return Path(options.out_dir) / split / name
-
-
-def side_file(clip: Path, kind: str) -> Path:
-    """``a#b#000000#000064.mp4`` -> ``a#b#000000#000064.{kind}.npy`` in the same folder."""
-    stem = clip.name[: -len(".mp4")] if clip.name.endswith(".mp4") else clip.stem
-    return clip.with_name(f"{stem}.{kind}.npy")
 
 
 def wanted_side_files(clip: Path, options: OutputOptions) -> list[Path]:
