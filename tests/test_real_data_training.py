@@ -54,8 +54,9 @@ def test_prepared_real_clips_train_and_validate(prepared: Path, tmp_path: Path) 
 def test_the_real_cpu_recipe_pulls_its_keypoints_onto_the_prepared_landmarks(
     prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """``experiment=real_cpu`` as the README runs it, on clips prepared with ``--landmarks`` at 64x64: the landmark
-    guidance reads the dlib landmarks of both frames, and within a few steps the keypoints move toward them."""
+    """``experiment=real_cpu`` (shortened to 16 steps on three short clips) on clips prepared with ``--landmarks`` at
+    64x64: the landmark guidance reads the dlib landmarks of both frames, and within a few steps the keypoints move
+    toward them."""
     assert np.isfinite(np.load(prepared / "test" / "id00003#d12#000000#000024.landmarks.npy")).all()
     overrides = ["experiment=real_cpu", f"data.root={prepared}", "data.batch_size=4", "data.num_workers=0",
                  "data.num_repeats=8", "data.val_videos=1", "data.val_max_frames=4", "trainer.max_epochs=4",

@@ -71,8 +71,8 @@ class LandmarkGuidance(LossTerm):
             found = torch.isfinite(target).all(dim=-1).all(dim=-1)  # (B,)
             if found.any():
                 parts[side] = wing_loss(guided[found], target[found], self.wing_w, self.wing_epsilon)
-        if not any(f"{side}_landmarks" in context.batch for side in ("source", "driving")) \
-                and not self.warned_no_landmarks:
+        has_landmarks = any(f"{side}_landmarks" in context.batch for side in ("source", "driving"))
+        if not has_landmarks and not self.warned_no_landmarks:
             self.warned_no_landmarks = True
             log.warning("landmark guidance is on but the batches carry no landmarks, so it adds nothing: prepare the "
                         "clips with `python -m reenact.prepare folder ... --landmarks`")

@@ -343,3 +343,20 @@ def test_the_blend_takes_visible_pixels_from_the_warped_source() -> None:
     with torch.no_grad():
         prediction = generator(source, deformation, None)
     torch.testing.assert_close(prediction, warp(source, deformation), atol=1e-6, rtol=0)
+
+
+def test_the_one_step_refinement_refines_fomm_once_and_trains_by_reconstruction_alone() -> None:
+    """`model/refinement=correlation_one_step`: K = 1 refinement step, no search-window term; the flow it renders
+    differs from the unrefined dense motion once the increment is non-zero."""
+    task = build_task("fomm", "model/refinement=correlation_one_step")
+    assert task.network.refinement.iterations == 1
+    assert "search_window" not in task.objective.terms and "reconstruction_l1" in task.objective.terms
+    with torch.no_grad():
+        task.network.refinement.warp_network.head.bias.fill_(0.1)  # a non-zero increment of 0.1 feature cells
+    source, driving = torch.rand(1, 3, FRAME, FRAME), torch.rand(1, 3, FRAME, FRAME)
+    motion_source, motion_driving = task.network.encode_motion(source), task.network.encode_motion(driving)
+    refined = task.network.render(source, motion_source, motion_driving)["deformation"]
+    unrefined = task.network.generator(source, kp_driving=motion_driving, kp_source=motion_source)["deformation"]
+    shift = (refined - unrefined).mean(dim=(0, 1, 2))  # (2,)
+    cell = 2.0 / (task.network.refinement.warp_network.grid_size - 1)
+    torch.testing.assert_close(shift, torch.full((2,), 0.1 * cell), atol=1e-5, rtol=0)
