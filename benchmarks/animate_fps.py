@@ -16,6 +16,7 @@ source once (LivePortrait's F, FOMM's encoder). Configurations (``--configs``):
   source once); the baseline of the ratio column when listed, else ``fp32``;
 * ``fp32``: the animator as it runs by default;
 * ``channels_last``: the networks stored channels-last (``animate.channels_last=true``);
+* ``nnpack``: 3x3 convolutions by NNPACK's Winograd algorithm (``animate.nnpack=true``, CPU only);
 * ``bf16``, ``bf16_channels_last``: bf16 autocast (``animate.precision=bf16``); fast on GPUs and on CPUs with
   bfloat16 arithmetic (AVX512-BF16 / AMX), emulated and slow elsewhere;
 * ``onnxruntime``: the preset exported with :mod:`reenact.export` (opset 20, into a temporary folder) on
@@ -43,6 +44,7 @@ from reenact.animation.pipeline import Animator, encode_frames, resolve_device
 from reenact.families.base import select_motion
 from reenact.utils.hydra_utils import compose_config
 from reenact.utils.memory_format import to_channels_last
+from reenact.utils.nnpack import use_nnpack
 
 PRESET_SIZES = {"fomm": 64, "liveportrait_small": 64, "fomm_vox256": 256, "liveportrait": 256,
                 "implicit_warping_small": 64, "implicit_warping": 256}
@@ -73,7 +75,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-CONFIGS = ("per_frame_source", "fp32", "channels_last", "bf16", "bf16_channels_last", "onnxruntime")
+CONFIGS = ("per_frame_source", "fp32", "channels_last", "nnpack", "bf16", "bf16_channels_last", "onnxruntime")
 
 
 @torch.no_grad()
@@ -111,6 +113,8 @@ def configured_network(preset: str, config: str, device: torch.device) -> tuple[
         return exported, "fp32"
     if config in ("channels_last", "bf16_channels_last"):
         to_channels_last(network)
+    if config == "nnpack":
+        use_nnpack(network)
     return network, "bf16" if config.startswith("bf16") else "fp32"
 
 
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         size = PRESET_SIZES[preset]
         for device_name in devices:
             device = resolve_device(device_name)
-            configs = [c for c in args.configs if not (c == "onnxruntime" and device.type != "cpu")]
+            configs = [c for c in args.configs if not (c in ("onnxruntime", "nnpack") and device.type != "cpu")]
             baseline: dict[int, float] = {}
             for config in configs:
                 try:

@@ -12,7 +12,9 @@ is one lever or a combination (``--configs``, see ``CONFIGS``); ``fp32`` (eager,
 optimiser) is always measured first and is the baseline of the ``ratio`` column: step time / fp32 step time of the
 same model and batch, measured in the same run, so a ratio of 0.40 is 2.5x faster. ``recommended`` is what a user
 should run on the machine at hand: bf16 autocast only where the CPU has bfloat16 arithmetic (AVX512-BF16 / AMX) or
-on a GPU, channels-last, fused Adam.
+on a GPU, channels-last only on a GPU or an AVX-512 CPU (oneDNN's channels-last convolutions at 256x256 took 0.85x
+the channels-first step on an AVX-512 Xeon and 1.2-1.5x on an AVX2-only EPYC, experiments/2026-12-01_performance.md),
+fused Adam.
 
 The step is the task's own ``training_step`` (generator forward/backward incl. the equivariance transform's double
 backward, per-network Adam steps, discriminator step when the preset has a GAN), run through a real Lightning
@@ -45,10 +47,12 @@ CONFIGS: dict[str, tuple[str, list[str]]] = {
     "compile": ("32-true", ["model.compile=true"]),
     "bf16_channels_last": ("bf16-mixed", ["model.channels_last=true"]),
     "channels_last_fused_adam": ("32-true", ["model.channels_last=true", "+model.optimizer.fused=true"]),
-    "recommended": ("native", ["model.channels_last=true", "+model.optimizer.fused=true"]),
+    "nnpack": ("32-true", ["model.channels_last=false", "model.nnpack=true"]),
+    "nnpack_fused_adam": ("32-true", ["model.channels_last=false", "model.nnpack=true", "+model.optimizer.fused=true"]),
+    "recommended": ("native", ["model.channels_last=native", "+model.optimizer.fused=true"]),
 }
 # every configuration starts from the plain step: channels-first, eager, whatever the preset sets
-PLAIN = ["model.channels_last=false", "model.compile=false"]
+PLAIN = ["model.channels_last=false", "model.nnpack=false", "model.compile=false"]
 # FOMM with correlation refinement at 256x256: four stride-2 stages give the 16x16 feature fields
 FOMM_REFINED_256 = "fomm_vox256 model/refinement=correlation model.network.refinement.extractor.num_down_blocks=4"
 
@@ -61,6 +65,13 @@ def precision_for(precision: str, device: str) -> str:
     from reenact.utils.hydra_utils import native_cpu_precision
 
     return native_cpu_precision()
+
+
+def resolve_native(overrides: list[str], device: str) -> list[str]:
+    """``model.channels_last=native``: true on a GPU or a CPU with AVX-512, false elsewhere (see the docstring)."""
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    channels_last = "true" if device == "cuda" or avx512 else "false"
+    return [o.replace("model.channels_last=native", f"model.channels_last={channels_last}") for o in overrides]
 
 
 def synthetic_batches(batch: int, size: int, steps: int) -> list[dict[str, torch.Tensor]]:
@@ -94,6 +105,7 @@ def measure(model: str, config: str, batch: int, size: int, steps: int, device: 
 
     precision, overrides = CONFIGS[config]
     precision = precision_for(precision, device)
+    overrides = resolve_native(overrides, device)
     preset, *own = model.split()
     cfg = compose_config("train", [f"model={preset}", *own, *PLAIN, *overrides, "paths.root_dir=/tmp",
                                    "paths.output_dir=/tmp/bench"])

@@ -19,6 +19,7 @@ from reenact.families.base import select_motion
 from reenact.losses.terms import LossContext
 from reenact.utils.hydra_utils import compose_config
 from reenact.utils.memory_format import to_channels_last
+from reenact.utils.nnpack import nnpack_runs, use_nnpack
 
 SIZE = 64
 # the FOMM CPU preset with the perceptual pyramid and Jacobian equivariance of the vox-256 recipe, at 64x64
@@ -81,6 +82,86 @@ def test_bf16_autocast_gives_the_loss_terms_within_bf16_tolerance(reference) -> 
     _assert_close(got, want, rtol=5e-2)
     # and it did run in bf16: an fp32 run would match to float precision
     assert any(not torch.allclose(got[name], want[name], rtol=1e-5) for name in want)
+
+
+needs_nnpack = pytest.mark.skipif(not nnpack_runs(), reason="NNPACK does not run on this machine")
+
+
+class CountNNPACKCalls:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        convolution = torch._nnpack_spatial_convolution
+
+        def counted(*args):  # noqa: ANN002, ANN202
+            self.calls += 1
+            return convolution(*args)
+
+        monkeypatch.setattr(torch, "_nnpack_spatial_convolution", counted)
+
+
+@needs_nnpack
+def test_nnpack_layers_give_the_convolution_and_its_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(
+        torch.nn.Conv2d(8, 16, 3, padding=1),  # routed
+        torch.nn.ReLU(),
+        torch.nn.utils.parametrizations.spectral_norm(torch.nn.Conv2d(16, 16, 3, padding=1)),  # routed
+        torch.nn.Conv2d(16, 16, 3, padding=1, bias=False),  # routed
+        torch.nn.Conv2d(16, 16, 3, stride=2, padding=1),  # stride 2: not routed
+        torch.nn.Conv2d(16, 4, 1),  # 1x1 and 4 channels: not routed
+    ).eval()
+    fast = copy.deepcopy(plain)
+    assert use_nnpack(fast, min_channels=8, min_pixels=100) == 3
+    assert use_nnpack(fast, min_channels=8, min_pixels=100) == 3  # idempotent
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    calls = CountNNPACKCalls(monkeypatch)
+    x = torch.randn(2, 8, 13, 18)  # sizes that are not multiples of a Winograd tile
+    grad = torch.randn(2, 4, 7, 9)
+    outputs, gradients = [], []
+    for network in (plain, fast):
+        inp = x.clone().requires_grad_()
+        out = network(inp)
+        outputs.append(out)
+        gradients.append(torch.autograd.grad(out, [inp, *network.parameters()], grad))
+    # forward: 3 layers x 2 samples; backward: the input gradients of the same layers
+    assert calls.calls == 12
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+    for got, want in zip(gradients[1], gradients[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # and the comparison can fail: a wrong kernel is far off
+    with torch.no_grad():
+        fast[0].weight.mul_(-1)
+    assert not torch.allclose(fast(x), outputs[0].detach(), atol=1e-2)
+
+
+@needs_nnpack
+def test_nnpack_layers_keep_their_own_path_where_nnpack_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+    use_nnpack(conv, min_channels=8, min_pixels=100)
+    calls = CountNNPACKCalls(monkeypatch)
+    x = torch.randn(1, 8, 12, 12)
+    want = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
+    torch.testing.assert_close(conv(x.contiguous(memory_format=torch.channels_last)), want, rtol=1e-5, atol=1e-6)
+    small = x[..., :9, :9].contiguous()  # 81 pixels < 100
+    torch.testing.assert_close(conv(small), torch.nn.functional.conv2d(small, conv.weight, conv.bias, padding=1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv(x).dtype == torch.bfloat16
+    assert calls.calls == 0
+    conv(x)
+    assert calls.calls == 1
+
+
+@needs_nnpack
+def test_the_nnpack_switch_gives_the_same_loss_terms(reference) -> None:  # noqa: ANN001
+    _, want = reference
+    task = _task(["model.nnpack=true"])
+    task.setup("fit")
+    vgg = task.objective.terms["perceptual"].loss.vgg
+    routed = [m for m in vgg.modules() if isinstance(m, torch.nn.Conv2d) and "forward" in m.__dict__]
+    assert len(routed) >= 2  # the perceptual VGG's 64-channel convolutions at 64x64 at least
+    _assert_close(_losses(task, _batch()), want, rtol=1e-4)
+    with pytest.raises(Exception, match="model.nnpack must be true or false"):
+        _task(["model.nnpack=fast"])
 
 
 def test_fused_adam_steps_like_the_default_adam() -> None:
@@ -175,3 +256,24 @@ def test_batches_are_pinned_exactly_when_training_on_cuda() -> None:
     data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
     assert data.pins_memory is True
     assert ReenactDataModule(synthetic={}, pin_memory=False).pins_memory is False
+
+
+# ------------------------------------------------------------------------------------- benchmarks/conv_peak.py
+
+
+def test_the_conv_peak_benchmark_prints_its_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "conv_peak.py"
+    spec = importlib.util.spec_from_file_location("conv_peak", script)
+    conv_peak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conv_peak)
+    conv_peak.main(["--shapes", "1x8x12", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "NNPACK" in out and "| 1024x1024 fp32 |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| 1x8x12 |"))
+    cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+    assert len(cells) == 7 and all(cells)
+    if nnpack_runs():
+        assert float(cells[-1]) < 1e-4  # NNPACK's error relative to the largest output

@@ -39,6 +39,7 @@ from reenact.losses.terms import LossContext, Objective
 from reenact.tasks.schedules import EpochSchedule
 from reenact.utils.finite import NonFiniteError
 from reenact.utils.memory_format import to_channels_last
+from reenact.utils.nnpack import nnpack_runs, use_nnpack
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class ReenactmentTask(LightningModule):
         precise_bn_batches: int = 0,
         init_from: str | None = None,
         channels_last: bool = False,
+        nnpack: bool = False,
         compile: bool = False,
         seed: int = 0,
         model_config: dict[str, Any] | None = None,
@@ -110,6 +112,9 @@ class ReenactmentTask(LightningModule):
         self.precise_bn_batches = precise_bn_batches
         self.init_from = init_from
         self.channels_last = channels_last
+        if not isinstance(nnpack, bool):
+            raise ValueError(f"model.nnpack must be true or false, got {nnpack!r}")
+        self.nnpack = nnpack
         if not isinstance(compile, bool):
             raise ValueError(f"model.compile must be true or false, got {compile!r}")
         self.compile_networks = compile
@@ -296,6 +301,11 @@ class ReenactmentTask(LightningModule):
             to_channels_last(self.network)
             if self.discriminator is not None:
                 to_channels_last(self.discriminator)
+        if self.nnpack:  # after channels-last: a channels-last layer keeps its own forward
+            if nnpack_runs():
+                use_nnpack(self)
+            else:
+                log.warning("model.nnpack=true: NNPACK does not run on this machine; the convolutions stay as they are")
         if self.compile_networks:
             for module in self.compiled_modules():
                 module.compile()  # in place: state_dict keys, checkpoints and optimisers are unchanged
