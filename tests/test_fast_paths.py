@@ -228,6 +228,32 @@ def test_animator_encodes_the_source_once_and_renders_like_the_per_frame_path(pr
     assert torch.allclose(torch.cat(batches), per_frame, atol=1e-5)
 
 
+@needs_nnpack
+@pytest.mark.parametrize("preset", ["fomm", "liveportrait_small"])
+def test_an_animator_on_nnpack_layers_renders_the_frames_of_the_plain_network(
+    preset: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the thresholds are lowered so that most of a CPU preset's 3x3 layers (spectral-normed SPADE ones included)
+    # take the NNPACK path at 64x64; the defaults select the layers of the 256x256 presets
+    cfg = compose_config("train", [f"model={preset}", "paths.root_dir=/tmp", "paths.output_dir=/tmp/fast"])
+    torch.manual_seed(0)
+    plain = instantiate(cfg.model.network).eval()
+    fast = copy.deepcopy(plain)
+    assert use_nnpack(fast, min_channels=8, min_pixels=16 * 16) >= 4
+    calls = CountNNPACKCalls(monkeypatch)
+    generator = torch.Generator().manual_seed(3)
+    source = torch.rand(3, SIZE, SIZE, generator=generator)
+    driving = torch.rand(3, 3, SIZE, SIZE, generator=generator)
+    frames = []
+    with torch.no_grad():
+        for network in (plain, fast):
+            animator = Animator(network, source)
+            reference = select_motion(animator.source_motion, 0)
+            frames.append(animator.render(encode_frames(network, driving), reference)["prediction"])
+    assert calls.calls > 0
+    torch.testing.assert_close(frames[1], frames[0], rtol=1e-4, atol=1e-4)
+
+
 # ----------------------------------------------------------------------------------------------- precision
 
 
