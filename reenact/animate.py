@@ -101,12 +101,9 @@ def run(cfg: DictConfig) -> list[Any]:
 
             to_channels_last(model.network)
         if cfg.get("nnpack", False):
-            from reenact.utils.nnpack import nnpack_runs, use_nnpack
+            from reenact.utils.nnpack import use_nnpack
 
-            if nnpack_runs():
-                use_nnpack(model.network)
-            else:
-                log.warning("nnpack=true: NNPACK does not run on this machine; the convolutions stay as they are")
+            use_nnpack(model.network)
     log.info("loaded a %s model at %dx%d on %s", model.family, model.frame_size, model.frame_size, model.device)
     default_dir = Path(cfg.paths.output_dir) if cfg.get("output") is None else Path(".")
     results = animate_files(model, cfg.source, cfg.driving, cfg.get("output"), options, default_dir)

@@ -289,6 +289,27 @@ def test_channels_last_animation_writes_the_same_video(faces_dir: Path, fomm_ckp
 
 
 @pytest.mark.real_data
+def test_nnpack_animation_writes_the_same_video(faces_dir: Path, fomm_ckpt: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from reenact.utils import nnpack
+
+    if not nnpack.nnpack_runs():
+        pytest.skip("NNPACK does not run on this machine")
+    # the tiny 64x64 checkpoint has no layer at the default thresholds: lower them so that the switch routes some
+    routed, calls = [], []
+    route, convolution = nnpack.use_nnpack, torch._nnpack_spatial_convolution
+    monkeypatch.setattr(nnpack, "use_nnpack", lambda m: routed.append(route(m, min_channels=8, min_pixels=256)))
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: calls.append(1) or convolution(*a))
+    driving = faces_dir / "d12.mp4"
+    plain = animate(fomm_ckpt, faces_dir / "s0.jpg", driving, tmp_path / "plain.mp4", "max_frames=6")
+    fast = animate(fomm_ckpt, faces_dir / "s0.jpg", driving, tmp_path / "fast.mp4", "max_frames=6", "nnpack=true")
+    assert routed and routed[0] > 0 and calls
+    assert plain[0].num_frames == fast[0].num_frames == 6
+    frames = [read_frames(tmp_path / name, range(6)).astype(np.int16) for name in ("plain.mp4", "fast.mp4")]
+    assert np.abs(frames[0] - frames[1]).max() <= 2  # the same frames up to float rounding (and H.264)
+
+
+@pytest.mark.real_data
 @pytest.mark.parametrize("clip", AUDIO_CLIPS)
 def test_audio_is_kept_for_clips_with_audio(clip: str, faces_dir: Path, liveportrait_ckpt: Path,
                                             tmp_path: Path) -> None:

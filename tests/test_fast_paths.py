@@ -151,6 +151,30 @@ def test_nnpack_layers_keep_their_own_path_where_nnpack_does_not_apply(monkeypat
     assert calls.calls == 1
 
 
+def test_without_nnpack_the_switch_says_so_in_one_line_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import reenact.utils.nnpack as nnpack_module
+
+    monkeypatch.setattr(nnpack_module, "nnpack_runs", lambda: False)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    with caplog.at_level("WARNING", logger="reenact.utils.nnpack"):
+        assert use_nnpack(conv) == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["nnpack: NNPACK does not run on this machine; the convolutions stay as they are"]
+    assert "forward" not in conv.__dict__
+
+
+@needs_nnpack
+def test_the_default_thresholds_route_the_large_layers_only() -> None:
+    network = torch.nn.ModuleDict({
+        "wide": torch.nn.Conv2d(64, 128, 3, padding=1),
+        "narrow": torch.nn.Conv2d(32, 64, 3, padding=1),
+    })
+    assert use_nnpack(network) == 1
+    assert "forward" in network["wide"].__dict__ and "forward" not in network["narrow"].__dict__
+
+
 @needs_nnpack
 def test_the_nnpack_switch_gives_the_same_loss_terms(reference) -> None:  # noqa: ANN001
     _, want = reference
@@ -285,6 +309,21 @@ def test_batches_are_pinned_exactly_when_training_on_cuda() -> None:
 
 
 # ------------------------------------------------------------------------------------- benchmarks/conv_peak.py
+
+
+def test_train_step_recommends_channels_last_only_on_gpus_and_avx512_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
+    spec = importlib.util.spec_from_file_location("train_step", script)
+    train_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_step)
+    _, overrides = train_step.CONFIGS["recommended"]
+    for capability, device, want in [("AVX2", "cpu", "false"), ("AVX512", "cpu", "true"), ("AVX2", "cuda", "true")]:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        resolved = train_step.resolve_native(overrides, device)
+        assert f"model.channels_last={want}" in resolved and "+model.optimizer.fused=true" in resolved
 
 
 def test_the_conv_peak_benchmark_prints_its_tables(capsys: pytest.CaptureFixture[str]) -> None:

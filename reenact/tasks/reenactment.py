@@ -39,7 +39,7 @@ from reenact.losses.terms import LossContext, Objective
 from reenact.tasks.schedules import EpochSchedule
 from reenact.utils.finite import NonFiniteError
 from reenact.utils.memory_format import to_channels_last
-from reenact.utils.nnpack import nnpack_runs, use_nnpack
+from reenact.utils.nnpack import use_nnpack
 
 log = logging.getLogger(__name__)
 
@@ -302,10 +302,7 @@ class ReenactmentTask(LightningModule):
             if self.discriminator is not None:
                 to_channels_last(self.discriminator)
         if self.nnpack:  # after channels-last: a channels-last layer keeps its own forward
-            if nnpack_runs():
-                use_nnpack(self)
-            else:
-                log.warning("model.nnpack=true: NNPACK does not run on this machine; the convolutions stay as they are")
+            use_nnpack(self)
         if self.compile_networks:
             for module in self.compiled_modules():
                 module.compile()  # in place: state_dict keys, checkpoints and optimisers are unchanged

@@ -1,9 +1,9 @@
 """3x3 convolutions by NNPACK's Winograd algorithm on CPUs, forward and input gradient.
 
 PyTorch ships NNPACK, whose 3x3 convolutions use the Winograd minimal-filtering algorithm F(6x6, 3x3): 5x fewer
-multiplications than a direct convolution, with a relative error of about 1e-5 in fp32. PyTorch itself only picks
-it for batches of 16 and more in inference, so :func:`use_nnpack` routes chosen ``nn.Conv2d`` layers through it
-explicitly:
+multiplications than a direct convolution, with a relative error of about 1e-5 in fp32. PyTorch's own dispatch ran
+every convolution of the presets through oneDNN (profiler, experiments/2026-12-01_performance.md), so
+:func:`use_nnpack` routes chosen ``nn.Conv2d`` layers through NNPACK explicitly:
 
 - forward: ``torch._nnpack_spatial_convolution``;
 - input gradient: for a stride-1 convolution, the convolution of the output gradient with the kernel flipped in space
@@ -12,18 +12,22 @@ explicitly:
 
 A layer takes this path only where NNPACK can run it and wins: a CPU fp32 tensor in NCHW layout (not channels-last,
 not under bf16 autocast), a 3x3 kernel with stride 1, dilation 1, one group, zero padding below the kernel size, at
-least ``min_channels`` input and output channels and at least ``min_pixels`` pixels per channel. On 2 cores NNPACK
-wins from 64 channels at 64x64 on (forward 0.4-0.7x the oneDNN time, forward and backward 0.7-0.9x) and loses at
-32x32 and below (``benchmarks/conv_peak.py``). Every other call runs the layer's own forward. Parameters and state
-dicts are those of the plain layer: the switch changes how a layer computes, not what.
+least ``min_channels`` input and output channels and at least ``min_pixels`` pixels per channel. On a 2-core AVX2
+CPU NNPACK won from 64 channels at 64x64 on (forward 0.43-0.79x the oneDNN time, forward and backward 0.67-0.97x)
+and gained nothing at 32x32 (``benchmarks/conv_peak.py``; at 16x16 it was slower). Every other call runs the layer's
+own forward. Parameters and state dicts are those of the plain layer: the switch changes how a layer computes, not
+what.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -42,8 +46,8 @@ def nnpack_runs() -> bool:
 def _nnpack_convolution(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                         padding: list[int]) -> torch.Tensor:
     """NNPACK one sample at a time: PyTorch calls NNPACK's inference routine for a batch of one and its batched
-    "output" routine otherwise, which is 1.2-2.3x slower than oneDNN on 2 cores where the inference routine is 1.4-2.5x
-    faster (``benchmarks/conv_peak.py``)."""
+    "output" routine otherwise. At batch 2 on a 2-core AVX2 CPU the batched routine took 1.8x the oneDNN forward time
+    at 256 channels on 64x64, where one sample at a time took 0.62x (experiments/2026-12-01_performance.md)."""
     if x.shape[0] == 1:
         return torch._nnpack_spatial_convolution(x, weight, bias, padding)
     return torch.cat([torch._nnpack_spatial_convolution(sample, weight, bias, padding) for sample in x.split(1)])
@@ -112,8 +116,10 @@ def _nnpack_forward(conv: nn.Conv2d, min_pixels: int, x: torch.Tensor) -> torch.
 
 def use_nnpack(module: nn.Module, min_channels: int = 64, min_pixels: int = 64 * 64) -> int:
     """Route every eligible ``nn.Conv2d`` of ``module`` through NNPACK (see the module docstring); returns how many
-    layers were routed (0 where NNPACK does not run on this CPU). Idempotent."""
+    layers were routed. Where NNPACK does not run on this CPU, one warning line says so and nothing changes.
+    Idempotent."""
     if not nnpack_runs():
+        log.warning("nnpack: NNPACK does not run on this machine; the convolutions stay as they are")
         return 0
     routed = 0
     for layer in module.modules():
