@@ -15,6 +15,8 @@ What a family provides:
   source_motion, driving_motion)`` renders the source moved to the given motion.
 - ``transfer_motion``: the motion that makes the source follow a driving frame, relative to a reference driving
   frame or absolute; ``best_reference_frame``: the driving frame whose pose is closest to the source's.
+- ``motion_smoothing(motion)``: how each motion entry is filtered over time when animation asks for steady motion
+  (``smooth=``): linear, as a rotation, as an angle, or not at all (default: every float entry linear).
 - ``keypoints_2d(motion)``: (B, K, 2) points in normalised [-1, 1] coordinates for drawing and for a
   keypoint-conditioned discriminator, or ``None`` for a family without keypoints (then nothing draws or conditions
   on them).
@@ -169,6 +171,13 @@ class ReenactmentFamily(nn.Module):
         driving frames' motion as it is. The default is absolute for both, for families without a relative form.
         """
         return driving_motion
+
+    def motion_smoothing(self, motion: Motion) -> dict[str, str]:
+        """How ``smooth=`` filters each entry of this family's (compact) motion over time
+        (:mod:`reenact.animation.smoothing`): ``"linear"`` (each number on its own), ``"rotation"`` ((..., 3, 3)
+        rotation matrices, kept rotations), ``"angle"`` (angles in degrees, filtered on the circle) or ``"none"``
+        (left as it is). Default: every floating-point entry linear."""
+        return {key: "linear" if value.is_floating_point() else "none" for key, value in motion.items()}
 
     def best_reference_frame(self, source_motion: Motion, driving_motion: Motion) -> int:
         """Index of the driving frame (of T in ``driving_motion``) whose pose is closest to the source's (batch 1).
