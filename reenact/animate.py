@@ -50,6 +50,15 @@ def options_from_config(cfg: DictConfig) -> Any:
         raise AnimationInputError(f"precision={cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
     if cfg.get("max_frames") is not None and int(cfg.max_frames) < 1:
         raise AnimationInputError(f"max_frames={cfg.max_frames}; give a positive number of frames or null")
+    from reenact.animation.smoothing import smoothing_strength
+
+    times = {}
+    for name in ("start", "end"):
+        value = cfg.get(name)
+        try:
+            times[name] = None if value is None else float(value)
+        except (TypeError, ValueError):
+            raise AnimationInputError(f"{name}={value!r}; give a time in seconds or null") from None
     return AnimationOptions(
         relative=bool(cfg.relative),
         adapt_movement_scale=bool(cfg.adapt_movement_scale),
@@ -58,6 +67,9 @@ def options_from_config(cfg: DictConfig) -> Any:
         batch_size=int(cfg.batch_size),
         precision=str(cfg.precision),
         max_frames=None if cfg.get("max_frames") is None else int(cfg.max_frames),
+        start=times["start"],
+        end=times["end"],
+        smooth=smoothing_strength(cfg.get("smooth", False)),
         paste_back=bool(cfg.paste_back),
         side_by_side=bool(cfg.side_by_side),
         progress=bool(cfg.get("progress", True)),

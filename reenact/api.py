@@ -64,6 +64,8 @@ class PretrainedModel:
         reference_frame: int | str = "first",
         precision: str = "fp32",
         progress: bool = False,
+        smooth: Any = False,
+        fps: float = 25.0,
     ) -> torch.Tensor:
         """Drive one source image (3, H, W), or several images of one person (S, 3, H, W) for a family that
         renders from several (others refuse them in one line), with frames (T, 3, H, W), all in [0, 1] and already
@@ -73,7 +75,9 @@ class PretrainedModel:
         relative: the family's relative motion transfer (FOMM's normalize_kp, LivePortrait's relative pose);
         False uses the driving frames' motion as it is. adapt_movement_scale: where the family supports it
         (FOMM). reference_frame: ``"first"``, ``"best"`` (the driving frame whose pose is closest to the
-        source's) or a frame index. precision: ``"fp32"`` or ``"bf16"`` (autocast).
+        source's) or a frame index. precision: ``"fp32"`` or ``"bf16"`` (autocast). smooth: false (default), true or a
+        strength: steady motion, the driving motion filtered over time at ``fps`` frames per second
+        (:mod:`reenact.animation.smoothing`).
         """
         from reenact.animation.pipeline import animate_frames
         from reenact.layers.geometry import resize_to
@@ -84,7 +88,18 @@ class PretrainedModel:
         source = source if source_image.dim() == 4 else source[0]
         return animate_frames(self.network, source, driving_frames, relative=relative,
                               adapt_movement_scale=adapt_movement_scale, batch_size=batch_size,
-                              reference_frame=reference_frame, precision=precision, progress=progress)
+                              reference_frame=reference_frame, precision=precision, progress=progress,
+                              smooth=smooth, fps=fps)
+
+
+    def stream(self, source: Any, **options: Any) -> Any:
+        """A :class:`reenact.animation.stream.StreamAnimator`: a callable taking one driving frame ((H, W, 3) uint8
+        or (3, H, W) float in [0, 1], already cropped) and returning the animated frame in the same form; it keeps
+        the source's encoding, the reference frame (the first one given, or ``reference=``) and the steady-motion
+        filter's state. options: relative, adapt_movement_scale, smooth, fps, reference, precision."""
+        from reenact.animation.stream import StreamAnimator
+
+        return StreamAnimator(self, source, **options)
 
 
 def load_pretrained(

@@ -191,10 +191,15 @@ def animate_frames(
     reference_frame: int | str = "first",
     precision: str = "fp32",
     progress: bool = False,
+    smooth: Any = False,
+    fps: float = 25.0,
 ) -> torch.Tensor:
     """Drive ``source_image`` (3, H, W), or several images of one person (S, 3, H, W), with ``driving_frames``
     (T, 3, H, W), all in [0, 1]; returns (T, 3, H', W') on the CPU. Driving frames of another size are resized to the
-    source's."""
+    source's. ``smooth``: false, true or a strength (:mod:`reenact.animation.smoothing`; the driving motion filtered
+    over time at ``fps`` frames per second before the reference frame is chosen)."""
+    from reenact.animation.smoothing import smooth_motion
+
     if driving_frames.dim() != 4 or driving_frames.shape[1] != 3 or driving_frames.shape[0] == 0:
         raise ValueError(f"driving_frames must be (T, 3, H, W) with T >= 1, got {tuple(driving_frames.shape)}")
     animator = Animator(network, source_image, precision)
@@ -203,6 +208,7 @@ def animate_frames(
     batches = (resize_to(b.to(animator.device, torch.float32), size) for b in batched(driving_frames, batch_size))
     with progress_bar(total, "motion", progress) as bar:
         motion_all = encode_driving(network, batches, precision, bar)
+    motion_all = smooth_motion(network, motion_all, smooth, fps)
     reference = choose_reference(network, animator.source_motion, motion_all, reference_frame)
     with progress_bar(total, "animate", progress) as bar:
         outputs = [out["prediction"].cpu() for out in animator.render_batches(

@@ -61,7 +61,10 @@ class AnimationOptions:
     best_frame_by: str = "keypoints"  # "best" judged by the model's keypoints, or by 68 dlib landmarks (FOMM demo)
     batch_size: int = 16
     precision: str = "fp32"  # fp32 | bf16 (autocast)
-    max_frames: int | None = None  # animate only the first N driving frames
+    max_frames: int | None = None  # animate only the first N driving frames (of the start/end range)
+    start: float | None = None  # animate the driving video from this time (seconds)
+    end: float | None = None  # ... up to this time (seconds, exclusive)
+    smooth: float | None = None  # steady motion: the One-Euro strength (reenact.animation.smoothing); None: off
     paste_back: bool = False  # put the animated crop back into the full source image
     side_by_side: bool = False  # also write <output>_side_by_side.mp4: source | driving | result with keypoints
     progress: bool = True
@@ -87,12 +90,13 @@ class DrivingVideo:
     info: VideoInfo
     crop_box: IntBox
     num_frames: int
+    first_frame: int = 0  # the index of the first animated frame (start=)
     motion: Motion | None = None  # the family's motion of every driving frame, once computed
     landmarks: np.ndarray | None = None  # (T, 68, 2) on LANDMARK_SIZE crops, NaN where no face was found
 
     def crops(self, size: int) -> Iterator[np.ndarray]:
         """The cropped frames (size, size, 3) uint8, ``num_frames`` of them."""
-        for frame in itertools.islice(driving_frames(self.path), self.num_frames):
+        for frame in itertools.islice(driving_frames(self.path), self.first_frame, self.first_frame + self.num_frames):
             yield crop_and_resize(frame, self.crop_box, size)
 
     def batches(self, size: int, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
@@ -132,15 +136,33 @@ def prepare_driving(path: str | Path, options: AnimationOptions) -> DrivingVideo
         info = probe_video(path)
     except VideoError as exc:
         raise driving_video_error(path, exc) from None
-    num_frames = info.num_frames if options.max_frames is None else min(info.num_frames, options.max_frames)
+    first, last = frame_range(info, options.start, options.end)
+    num_frames = last - first if options.max_frames is None else min(last - first, options.max_frames)
     if num_frames < 1:
-        raise AnimationInputError(f"driving video {path}: nothing to animate (max_frames={options.max_frames})")
+        raise AnimationInputError(f"driving video {path}: nothing to animate (max_frames={options.max_frames}, "
+                                  f"start={options.start}, end={options.end}, {info.num_frames} frames)")
     detector = build_detector(options.crop) if options.crop.driving else None
-    frames = itertools.islice(driving_frames(path), num_frames) if options.crop.driving else iter([_blank(info)])
+    frames = (itertools.islice(driving_frames(path), first, first + num_frames) if options.crop.driving
+              else iter([_blank(info)]))
     box, found = driving_crop_box(frames, path, options.crop, detector, num_frames)
     if options.crop.driving:
         log.info("driving %s: face found on %d sampled frames, crop box %s", path.name, found, box)
-    return DrivingVideo(path, info, box, num_frames)
+    return DrivingVideo(path, info, box, num_frames, first)
+
+
+def frame_range(info: VideoInfo, start: float | None, end: float | None) -> tuple[int, int]:
+    """The frames [first, last) of the time range start..end seconds (None: the video's beginning / end)."""
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not value >= 0:
+            raise AnimationInputError(f"{name}={value}; give a time in seconds >= 0 or null")
+    first = 0 if start is None else round(float(start) * info.fps)
+    last = info.num_frames if end is None else min(info.num_frames, round(float(end) * info.fps))
+    if first >= info.num_frames:
+        raise AnimationInputError(f"start={start} s is past the driving video's end "
+                                  f"({info.num_frames / info.fps:.2f} s)")
+    if last <= first:
+        raise AnimationInputError(f"end={end} s is not after start={start or 0} s")
+    return first, last
 
 
 def _blank(info: VideoInfo) -> np.ndarray:
@@ -192,6 +214,10 @@ def animate_one(model: Any, source: tuple[Path, np.ndarray, IntBox] | list[tuple
         with progress_bar(driving.num_frames, f"motion {driving.path.name}", options.progress) as bar:
             driving.motion = encode_driving(
                 model.network, driving.batches(size, options.batch_size, model.device), options.precision, bar)
+        if options.smooth is not None:  # once per video: every source follows the same steady motion
+            from reenact.animation.smoothing import smooth_motion
+
+            driving.motion = smooth_motion(model.network, driving.motion, options.smooth, driving.info.fps)
     if options.reference_frame == "best" and options.best_frame_by == "landmarks":
         reference = landmark_reference(crop_and_resize(image, box, LANDMARK_SIZE), source_path, driving)
     else:
@@ -199,6 +225,8 @@ def animate_one(model: Any, source: tuple[Path, np.ndarray, IntBox] | list[tuple
     writer_kwargs: dict[str, Any] = {"crf": options.crf}
     if driving.info.has_audio:
         writer_kwargs["audio_source"] = driving.path
+        if driving.first_frame:
+            writer_kwargs["audio_start_s"] = driving.first_frame / driving.info.fps
     side_path = output.with_name(f"{output.stem}_side_by_side.mp4") if options.side_by_side else None
     side_writer = BackgroundWriter(side_path, driving.info.fps, writer_kwargs) if side_path else None
 

@@ -155,6 +155,9 @@ class ExportedNetwork(ReenactmentFamily):
         return self.host.transfer_motion(source_motion, driving_motion, reference_motion, relative=relative,
                                          adapt_movement_scale=adapt_movement_scale)
 
+    def motion_smoothing(self, motion: Motion) -> dict[str, str]:
+        return self.host.motion_smoothing(motion)
+
     def best_reference_frame(self, source_motion: Motion, driving_motion: Motion) -> int:
         return self.host.best_reference_frame(source_motion, driving_motion)
 

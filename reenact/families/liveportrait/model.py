@@ -217,6 +217,15 @@ class LivePortraitModel(ReenactmentFamily):
         value = transform_keypoints(canonical, rotation, exp, scale, t)
         return {"value": value, "rotation": rotation, "exp": exp, "scale": scale, "t": t}
 
+    def motion_smoothing(self, motion: Motion) -> dict[str, str]:
+        """Head angles (degrees) on the circle, the rotation matrices as rotations; expression, scale, translation
+        and keypoints linear."""
+        kinds = super().motion_smoothing(motion)
+        kinds.update({key: "angle" for key in ("pitch", "yaw", "roll") if key in motion})
+        if "rotation" in motion:
+            kinds["rotation"] = "rotation"
+        return kinds
+
     def best_reference_frame(self, source_motion: Motion, driving_motion: Motion) -> int:
         """The driving frame whose head angles (pitch, yaw, roll) are nearest the source's."""
         source, driving = head_angles(source_motion)[0], head_angles(driving_motion)
