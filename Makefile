@@ -18,7 +18,7 @@ $(TRAIN_STAMP): pyproject.toml | $(PY)
 	@touch $@
 
 $(TEST_STAMP): pyproject.toml | $(PY)
-	$(PIP) -e ".[dev,sweep,slurm,face,eval,export]"
+	$(PIP) -e ".[dev,sweep,slurm,face,eval,export,app]"
 	@touch $@ $(TRAIN_STAMP)
 
 train: $(TRAIN_STAMP)

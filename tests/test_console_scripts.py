@@ -21,6 +21,8 @@ SCRIPTS = {
     "reenact-info": "reenact.info",
     "reenact-warp": "reenact.warp",
     "reenact-export": "reenact.export",
+    "reenact-live": "reenact.live",
+    "reenact-app": "reenact.app",
 }
 HELP_TIMEOUT_S = 120  # generous: a loaded 2-core machine imports torch and composes the config in a few seconds
 
