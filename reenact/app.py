@@ -104,7 +104,7 @@ def animate_defaults() -> DictConfig:
     return copy.deepcopy(_composed_animate_defaults())
 
 
-def animate_config(ckpt_path: str, portraits: list[str], driving: str, output: Path, *, transfer: str = "relative",
+def animate_config(ckpt_path: str, portraits: list[str], driving: str, output: Path, *, transfer: str | None = None,
                    crop: bool = True, paste_back: bool = False, smooth: float = 0.0, reference_frame: Any = "first",
                    max_frames: Any = None, start: Any = None, end: Any = None, side_by_side: bool = True,
                    device: str = "auto") -> DictConfig:
@@ -131,9 +131,7 @@ def animate_config(ckpt_path: str, portraits: list[str], driving: str, output: P
         cfg.driving = str(driving)
         cfg.output = str(output)
         cfg.device = device
-        if transfer not in ("relative", "absolute"):
-            raise AnimationInputError(f"transfer mode {transfer!r}: choose relative or absolute")
-        cfg.relative = transfer == "relative"
+        cfg.transfer = transfer or None  # checked against the family's modes by the animation, in one line
         cfg.paste_back = bool(paste_back)
         cfg.side_by_side = bool(side_by_side)
         cfg.smooth = float(smooth or 0.0)
@@ -189,7 +187,18 @@ def model_summary(models: ModelCache, ckpt_path: str | None) -> str:
     most = model.network.max_sources
     several = "any number of" if most is None else str(most)
     return (f"**{model.family}** at {model.frame_size}x{model.frame_size} on {model.device}; renders from "
-            f"{several} portrait{'s' if most != 1 else ''} of one person")
+            f"{several} portrait{'s' if most != 1 else ''} of one person; transfer modes "
+            f"{', '.join(model.network.transfer_modes)}")
+
+
+def transfer_modes(models: ModelCache, ckpt_path: str | None) -> tuple[list[str], str | None]:
+    """The checkpoint family's transfer modes and its default (relative and absolute before one is loaded)."""
+    try:
+        modes = list(models.get(str(ckpt_path)).network.transfer_modes) if ckpt_path else []
+    except Exception:  # the summary shows why
+        modes = []
+    modes = modes or ["relative", "absolute"]
+    return modes, modes[0]
 
 
 def build_app(ckpt_path: str | None = None, device: str = "auto", output_dir: str | Path | None = None) -> Any:
@@ -237,7 +246,9 @@ def build_app(ckpt_path: str | None = None, device: str = "auto", output_dir: st
                 preview_note = gr.Markdown()
             with gr.Column():
                 driving = gr.Video(label="driving video", elem_id="driving", sources=["upload"], height=280)
-                transfer = gr.Radio(["relative", "absolute"], value="relative", label="transfer mode")
+                modes, default_mode = transfer_modes(models, checkpoints[0] if checkpoints else None)
+                transfer = gr.Radio(modes, value=default_mode, label="transfer mode (the first is the family's "
+                                    "default)", elem_id="transfer")
                 crop = gr.Checkbox(True, label="crop to the face (portrait and video)")
                 paste_back = gr.Checkbox(False, label="paste back into the full portrait")
                 smooth = gr.Slider(0, 5, value=0, step=0.5, label="steady motion (0: off; larger: steadier)")
@@ -254,7 +265,11 @@ def build_app(ckpt_path: str | None = None, device: str = "auto", output_dir: st
             side = gr.Video(label="side by side", elem_id="side_by_side", interactive=False, height=320)
         downloads = gr.File(label="download", file_count="multiple", interactive=False, elem_id="downloads")
 
-        checkpoint.change(lambda c: model_summary(models, c), checkpoint, summary, api_name="model_summary")
+        def pick(ckpt: str) -> tuple[str, Any]:
+            choices, value = transfer_modes(models, ckpt)
+            return model_summary(models, ckpt), gr.Radio(choices=choices, value=value)
+
+        checkpoint.change(pick, checkpoint, [summary, transfer], api_name="model_summary")
         for trigger in (portrait.change, crop.change):
             trigger(crop_preview, [portrait, crop], [preview, preview_note], api_name=False)
         button.click(run, [checkpoint, portrait, more, driving, transfer, crop, paste_back, smooth, reference,

@@ -259,9 +259,7 @@ def run(cfg: DictConfig) -> LiveReport:
     detector = build_detector(options.crop) if options.crop.source or options.crop.driving else None
     _, image, box = prepare_source(_path(cfg.source), options, detector)
     size = model.frame_size
-    animate = model.stream(crop_and_resize(image, box, size), relative=options.relative,
-                           adapt_movement_scale=options.adapt_movement_scale, smooth=options.smooth,
-                           fps=reader.fps, precision=options.precision)
+    animate = model.stream(crop_and_resize(image, box, size), options, fps=options.fps or reader.fps)
     log.info("live: a %s model at %dx%d on %s, driving %s at %.3g fps", model.family, size, size, model.device,
              cfg.driving, reader.fps)
     outputs = Outputs(cfg, reader.fps)
@@ -297,7 +295,7 @@ def run(cfg: DictConfig) -> LiveReport:
 
 
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="live")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     from reenact.errors import USER_ERRORS
 
     try:
@@ -305,6 +303,15 @@ def main(cfg: DictConfig) -> None:
     except (AnimationInputError, *USER_ERRORS) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
+
+
+def main() -> None:
+    """``python -m reenact.live`` and ``reenact-live``: a family's own transfer options are accepted at the top level
+    of the command line (``adapt_movement_scale=true``), as ``python -m reenact.animate`` accepts them."""
+    from reenact.utils.hydra_utils import family_option_overrides
+
+    sys.argv[1:] = family_option_overrides(sys.argv[1:], "live")
+    _hydra_main()
 
 
 if __name__ == "__main__":

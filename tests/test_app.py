@@ -64,7 +64,7 @@ def test_page_values_become_the_command_lines_settings(tmp_path: Path) -> None:
                          crop=False, paste_back=True, smooth=2.5, reference_frame="7", max_frames=12, start=1.5,
                          end=None)
     cli = compose_config("animate", ["ckpt_path=run/last.ckpt", "source=me.jpg", "driving=talk.mp4",
-                                     f"output={tmp_path / 'out.mp4'}", "relative=false", "crop.source=false",
+                                     f"output={tmp_path / 'out.mp4'}", "transfer=absolute", "crop.source=false",
                                      "crop.driving=false", "paste_back=true", "smooth=2.5", "reference_frame=7",
                                      "max_frames=12", "start=1.5", "side_by_side=true"])
     assert options_from_config(cfg) == options_from_config(cli)

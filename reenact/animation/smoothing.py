@@ -33,6 +33,7 @@ from reenact.families.base import Motion, motion_length
 
 SMOOTHING_KINDS = ("linear", "rotation", "angle", "none")
 DEFAULT_STRENGTH = 1.0
+DEFAULT_FPS = 25.0  # the frame rate assumed for driving frames given as tensors, without a video's own
 # One-Euro parameters at strength 1, for motion in normalised units (keypoints in [-1, 1], angles in radians) at a
 # frame rate of about 25-30 fps: a still head is filtered at 1 Hz; a speed of 1 unit/s raises the cut-off by 1 Hz.
 MIN_CUTOFF_HZ = 1.0

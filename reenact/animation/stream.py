@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from reenact.animation.pipeline import Animator, encode_frames
-from reenact.animation.smoothing import MotionSmoother, smoothing_strength
+from reenact.animation.pipeline import Animator, encode_frames, resolve_settings
+from reenact.animation.settings import AnimationSettings
+from reenact.animation.smoothing import DEFAULT_FPS, MotionSmoother
 from reenact.families.base import Motion
 from reenact.layers.geometry import resize_to
 from reenact.utils.visualize import to_uint8
@@ -40,20 +41,21 @@ def as_image_tensor(image: Any) -> torch.Tensor:
 class StreamAnimator:
     """Animate a source with driving frames given one at a time (see the module docstring)."""
 
-    def __init__(self, model: Any, source: Any, *, relative: bool = True, adapt_movement_scale: bool = False,
-                 smooth: Any = False, fps: float = 25.0, reference: Any = None, precision: str = "fp32") -> None:
-        self.model = model
+    def __init__(self, model: Any, source: Any, settings: AnimationSettings | None = None, *, reference: Any = None,
+                 **changes: Any) -> None:
+        """``settings`` (:class:`AnimationSettings`) with keyword ``changes``, as ``model.animate`` takes them;
+        ``smooth`` and ``fps`` set the filter, ``transfer`` and the family's options the motion transfer."""
+        settings = resolve_settings(settings, changes)
         self.network = model.network
+        self.network.check_transfer(settings.transfer, dict(settings.transfer_options))  # one line, up front
+        self.settings = settings
         self.size = (model.frame_size, model.frame_size)
         sources = as_image_tensor(source)  # (3, H, W) or (S, 3, H, W)
         batch = sources if sources.dim() == 4 else sources[None]
         resized = resize_to(batch.to(model.device), self.size)
-        self.animator = Animator(self.network, resized if sources.dim() == 4 else resized[0], precision)
-        self.relative = relative
-        self.adapt_movement_scale = adapt_movement_scale
-        self.precision = precision
-        self.strength = smoothing_strength(smooth)
-        self.fps = float(fps)
+        self.animator = Animator(self.network, resized if sources.dim() == 4 else resized[0], settings.precision)
+        self.precision = settings.precision
+        self.fps = float(settings.fps or DEFAULT_FPS)
         self.smoother: MotionSmoother | None = None
         self.given_reference = None if reference is None else self.encode(reference)
         self.reference_motion: Motion | None = self.given_reference
@@ -76,13 +78,14 @@ class StreamAnimator:
         """One driving frame ((H, W, 3) uint8 or (3, H, W) float) -> the animated frame in the same form.
         ``dt``: seconds since the previous frame, for the filter (default 1 / fps)."""
         motion = self.encode(frame)
-        if self.strength is not None:
+        if self.settings.smooth is not None:
             if self.smoother is None:
-                self.smoother = MotionSmoother(self.network.motion_smoothing(motion), self.strength, self.fps)
+                self.smoother = MotionSmoother(self.network.motion_smoothing(motion), self.settings.smooth, self.fps)
             motion = self.smoother(motion, dt)
         if self.reference_motion is None:
             self.reference_motion = motion
-        out = self.animator.render(motion, self.reference_motion, self.relative, self.adapt_movement_scale)
+        out = self.animator.render(motion, self.reference_motion, self.settings.transfer,
+                                   dict(self.settings.transfer_options))
         self.frames += 1
         prediction = out["prediction"][0].cpu()  # (3, H', W') in [0, 1]
         return to_uint8(prediction) if isinstance(frame, np.ndarray) else prediction
