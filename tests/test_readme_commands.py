@@ -49,7 +49,8 @@ def test_readme_train_line_composes_and_builds_its_model(args: list[str]) -> Non
 
 # ``python -m reenact.<entry>`` lines: Hydra entry points compose their own config with the line's arguments exactly
 # as written (a renamed key or group fails here); argparse entry points parse them.
-HYDRA_ENTRIES = {"evaluate": "evaluate", "animate": "animate", "warp": "warp", "export": "export", "info": "train"}
+HYDRA_ENTRIES = {"evaluate": "evaluate", "animate": "animate", "warp": "warp", "export": "export", "info": "train",
+                 "live": "live", "app": "app"}
 
 
 def readme_module_lines() -> list[tuple[str, list[str]]]:
@@ -73,10 +74,10 @@ def test_the_readme_documents_every_entry_point() -> None:
 def test_readme_module_line_composes_or_parses(entry: str, args: list[str]) -> None:
     args = [a.replace("<run>", "RUN") for a in args]
     if entry in HYDRA_ENTRIES:
-        if entry == "animate":  # what reenact.animate.main does first: a family's own options given by name
+        if entry in ("animate", "live"):  # what their main does first: a family's own options given by name
             from reenact.utils.hydra_utils import family_option_overrides
 
-            args = family_option_overrides(args, "animate")
+            args = family_option_overrides(args, entry)
         cfg = compose_config(HYDRA_ENTRIES[entry], [*args, "paths.root_dir=/tmp", "paths.output_dir=/tmp"])
         for arg in args:  # each documented value reached the config as written
             key, _, value = arg.partition("=")
