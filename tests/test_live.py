@@ -63,3 +63,25 @@ def test_bad_driving_sources_are_one_line(fomm_ckpt: Path, faces_dir: Path, tmp_
         live(fomm_ckpt, faces_dir / "s0.jpg", tmp_path / "missing.mp4")
     with pytest.raises(AnimationInputError, match="window=true"):
         live(fomm_ckpt, faces_dir / "s0.jpg", faces_dir / "d0.mp4", "window=true")
+
+
+# ----------------------------------------------------------------------------- parts of long videos
+def test_start_end_and_max_frames_animate_a_part_with_its_audio(fomm_ckpt: Path, faces_dir: Path,  # noqa: F811
+                                                               tmp_path: Path) -> None:
+    import av
+
+    from tests.test_animate import animate
+
+    driving = faces_dir / "d11.mp4"  # 225 frames at 25 fps, with audio
+    output = tmp_path / "part.mp4"
+    result = animate(fomm_ckpt, faces_dir / "s0.jpg", driving, output, "start=2", "end=3.2", "crop.detect_every=10")
+    assert result[0].num_frames == 30 and probe_video(output).num_frames == 30
+    with av.open(str(output)) as container:  # the audio of the same second, cut to the video's length
+        audio = container.streams.audio[0]
+        assert float(audio.duration * audio.time_base) == pytest.approx(1.2, abs=0.1)
+    result = animate(fomm_ckpt, faces_dir / "s0.jpg", driving, output, "start=8", "max_frames=5", "smooth=2")
+    assert result[0].num_frames == 5
+    for bad, message in ((["start=9.5"], "past the driving video's end"), (["start=3", "end=2"], "not after"),
+                         (["start=-1"], "start=-1"), (["smooth=loud"], "smooth=")):
+        with pytest.raises(AnimationInputError, match=message):
+            animate(fomm_ckpt, faces_dir / "s0.jpg", driving, output, *bad)
