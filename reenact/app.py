@@ -239,7 +239,10 @@ def build_app(ckpt_path: str | None = None, device: str = "auto", output_dir: st
             summary = gr.Markdown(model_summary(models, checkpoints[0]) if checkpoints else model_summary(models, None))
         with gr.Row():
             with gr.Column():
-                portrait = gr.Image(type="filepath", label="portrait", elem_id="portrait", height=280)
+                # a file, not an Image component: Gradio would decode the image before the page's own checks (a
+                # huge image would fail there with Gradio's message); the crop preview below shows it
+                portrait = gr.File(label="portrait", file_types=["image"], type="filepath", elem_id="portrait",
+                                   height=120)
                 more = gr.File(file_count="multiple", file_types=["image"], label="more portraits of the same person "
                                "(families that render from several)", elem_id="more_portraits")
                 preview = gr.Image(label="crop preview", interactive=False, elem_id="crop_preview", height=280)

@@ -44,6 +44,19 @@ def app(fomm_ckpt: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F81
     page.close()
 
 
+def _huge_png(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height pixels (a decompression bomb to PIL), a few bytes on disk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 25))
+                     + chunk(b"IEND", b""))
+
+
 def _call(app, ckpt: Path, portrait: Path, driving: Path, **options):
     from gradio_client import Client, handle_file
 
@@ -99,6 +112,10 @@ def test_bad_inputs_are_a_message_and_the_server_keeps_serving(app, fomm_ckpt: P
     Image.fromarray(np.full((200, 200, 3), 180, np.uint8)).save(blank)
     result, _, _, status = _call(app, fomm_ckpt, blank, faces_dir / "d0.mp4")
     assert result is None and "no face found" in status
+    huge = tmp_path / "huge.png"
+    _huge_png(huge, 30000, 30000)
+    *_, status = _call(app, fomm_ckpt, huge, faces_dir / "d0.mp4")
+    assert status.startswith("**error:**") and "too large" in status, status
     *_, status = _call(app, Path("/nowhere/last.ckpt"), faces_dir / "s0.jpg", faces_dir / "d0.mp4")
     assert status.startswith("**error:**") and "/nowhere/last.ckpt" in status
     *_, status = _call(app, fomm_ckpt, faces_dir / "s0.jpg", faces_dir / "d0.mp4", reference="middle")

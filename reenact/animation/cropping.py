@@ -58,6 +58,9 @@ def read_image(path: str | Path, max_dim: int | None = None) -> np.ndarray:
             array = np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise AnimationInputError(f"cannot read source image {path}: {first_line(exc)}") from None
+    except Image.DecompressionBombError:  # a header claiming more pixels than PIL decodes safely
+        raise AnimationInputError(f"source image {path} is too large to read (over {Image.MAX_IMAGE_PIXELS * 2} "
+                                  f"pixels); scale it down first") from None
     if max_dim is not None and max(array.shape[:2]) > max_dim:
         scale = max_dim / max(array.shape[:2])
         size = (max(1, round(array.shape[1] * scale)), max(1, round(array.shape[0] * scale)))
