@@ -208,3 +208,71 @@ def test_the_benchmark_stops_a_slow_configuration_and_prints_the_rest(tmp_path: 
     assert "stopped: > 3 x fp32" in rows[1]
     assert "**" in rows[2] and "stopped" not in rows[2]
     assert time.perf_counter() - start < 120 * 3
+
+
+# ------------------------------------------------------------------------------------ benchmarks/gpu_check.py
+
+
+def test_gpu_check_refuses_in_one_line_without_cuda(monkeypatch: pytest.MonkeyPatch, gpu_check: ModuleType,
+                                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "report.md"
+    assert gpu_check.main(["--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    assert "no CUDA device" in captured.err and not out.exists()
+    assert gpu_check.main(["--budget", "0", "--dry-run", "--out", str(out)]) == 2
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--device", "tpu"])
+
+
+def test_gpu_check_dry_run_writes_every_section(monkeypatch: pytest.MonkeyPatch, gpu_check: ModuleType,
+                                                tmp_path: Path) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "gpu.md"
+    assert gpu_check.main(["--dry-run", "--out", str(out)]) == 0
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if "skipped: dry run" in line]
+    # both models at batch 8 and 32 in every configuration, each row with the header's columns
+    assert len(rows) == len(gpu_check.STEP_MODELS) * len(gpu_check.STEP_BATCHES) * len(gpu_check.STEP_CONFIGS)
+    header = next(line for line in text.splitlines() if line.startswith("| model |"))
+    assert all(row.count("|") == header.count("|") for row in rows)
+    assert {"| liveportrait | compile | 32 |", "| fomm_vox256 | bf16 | 8 |"} <= {row[: row.index(" 256 ")]
+                                                                              for row in rows}
+    for heading in ("## Training step", "## Animation frames/s", "## Training runs"):
+        assert heading in text
+    assert "trainer=gpu" in text and "trainer.devices=2" in text and "peak GPU MiB" in text
+
+
+def test_gpu_check_training_commands_compose(gpu_check: ModuleType, tmp_path: Path) -> None:
+    for device, tiny in [("cuda", False), ("cpu", True)]:
+        plan = gpu_check.plan_for(device, tiny, 2, tmp_path)
+        for command in (plan.train_run, plan.ddp):
+            if command is None:
+                continue
+            cfg = compose_config("train", [o for o in command[2:] if not o.startswith("hydra.")])
+            assert cfg.trainer.max_steps in (2, 5, 20) and cfg.trainer.limit_val_batches == 0
+            assert not cfg.callbacks
+    gpu = gpu_check.plan_for("cuda", False, 2, tmp_path)
+    assert compose_config("train", [o for o in gpu.train_run[2:] if not o.startswith("hydra.")]).trainer.precision \
+        == "bf16-mixed"
+    assert gpu_check.plan_for("cuda", False, 1, tmp_path).ddp is None
+
+
+def test_gpu_check_report_keeps_the_rows_it_has(gpu_check: ModuleType, train_step: ModuleType,
+                                                tmp_path: Path) -> None:
+    report = gpu_check.Report(tmp_path / "r.md", "GPU check", ["preamble"])
+    lines = report.section("Training step", list(train_step.table_header("cuda")))
+    baseline = {"median": 0.5, "first": 1.0, "peak": 2048.0, "precision": "32-true"}
+    report.add(lines, train_step.row("fomm_vox256", "fp32", 8, 256, baseline, baseline))
+    text = (tmp_path / "r.md").read_text()  # written after every row
+    assert "| fomm_vox256 | fp32 | 8 | 256 | 32-true | 0.500 | **1.00** | 2,048 (1.00x) | - |" in text
+    runs = report.section("Training runs", [])
+    report.add(runs, gpu_check.run_row("trainer=gpu", None, "", 12.0, 40.0, 20))
+    report.add(runs, gpu_check.run_row("ddp", 1, "x\nRuntimeError: NCCL | error", 3.0, 40.0, 5))
+    report.add(runs, gpu_check.run_row("trainer=gpu", 0, "", 31.04, 40.0, 20))
+    text = (tmp_path / "r.md").read_text()
+    assert "stopped: > 40 s section time" in text and "failed: RuntimeError: NCCL / error" in text
+    assert "| trainer=gpu | finished | 31.0 | 20 |" in text
+    assert text.index("## Training step") < text.index("## Training runs")
+    assert list(tmp_path.iterdir()) == [tmp_path / "r.md"]  # no temporary file left
