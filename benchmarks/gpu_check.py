@@ -4,8 +4,10 @@
     python benchmarks/gpu_check.py --dry-run              # any machine: the plan, and the report with no numbers
     python benchmarks/gpu_check.py --device cpu --tiny    # any machine: every section at tiny sizes on the CPU
 
-Sections, each given its share of ``--budget`` seconds (a section that ends early leaves its time to the next ones;
-a process still running at its section's end is stopped, and its row says so):
+Sections, each given its share of ``--budget`` seconds (``SHARES``; a section that ends early leaves its time to
+the next ones, and without a second GPU the DDP share goes to the others; a process still running at its section's
+end is stopped, and its row says so). Not run on a GPU yet: the shares are a plan, and ``compile`` rows may run out
+of time (``--budget`` gives them more):
 
 1. training step (``benchmarks/train_step.py``'s rows, guard included): ``fomm_vox256`` and ``liveportrait`` at
    256x256, batch 8 and 32, ``fp32``, ``bf16``, ``channels_last``, ``recommended`` (the rule of
@@ -205,13 +207,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{commit()}, budget {args.budget:.0f} s; {device_line}; {gpus} GPU(s)."])
     print(f"writing {out}")
 
-    def section_end(name: str) -> float:
-        names = list(SHARES)
-        return start + args.budget * sum(SHARES[n] for n in names[: names.index(name) + 1])
+    # the sections that run share the budget (without a second GPU, DDP's share goes to the others)
+    names = [name for name in SHARES if name != "ddp" or plan.ddp is not None]
 
-    # 1. training step: each model and batch gets an equal part of what is left of the section
+    def section_end(name: str) -> float:
+        done = sum(SHARES[n] for n in names[: names.index(name) + 1])
+        return start + args.budget * done / sum(SHARES[n] for n in names)
+
+    # 1. training step: each model and batch gets an equal part of what is left of the section; compile, the
+    # last configuration of each, gets what its group has left
     lines = report.section(f"Training step ({plan.step_size}x{plan.step_size}, "
-                           f"{plan.step_steps} timed steps after 2 warm-up steps)",
+                           f"{plan.step_steps} timed step(s) after 2 warm-up steps)",
                            list(train_step.table_header(args.device)))
     groups = [(model, batch) for model in plan.step_models for batch in plan.step_batches]
     for index, (model, batch) in enumerate(groups):

@@ -47,7 +47,7 @@ def options_from_config(cfg: DictConfig) -> Any:
     if reference not in REFERENCE_CHOICES and not (isinstance(reference, int) and not isinstance(reference, bool)):
         raise AnimationInputError(f"reference_frame={reference!r}; choose first, best or a frame index")
     if cfg.get("precision", "fp32") not in PRECISIONS:
-        raise AnimationInputError(f"precision={cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise AnimationInputError(f"precision={cfg.precision!r}; choose auto or one of {', '.join(PRECISIONS)}")
     if cfg.get("max_frames") is not None and int(cfg.max_frames) < 1:
         raise AnimationInputError(f"max_frames={cfg.max_frames}; give a positive number of frames or null")
     return AnimationOptions(
