@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.perf_counter() + left / (len(groups) - index)
         for line in train_step.table_rows([model], plan.step_configs, [batch], plan.step_size, plan.step_steps,
                                           args.device, args.guard_factor or None, deadline=deadline):
-            report.add(lines, line.replace(f"| {model} |", f"| {model.split()[0]} |", 1))
+            line = line.replace(f"| {model} |", f"| {model.split()[0]} |", 1)  # the preset, not its overrides
+            report.add(lines, line)
             print(line, flush=True)
 
     # 2. animation frames/s: animate_fps.py's own table
@@ -242,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         seconds = section_end("animation") - time.perf_counter()
         code, stdout, err, _ = run_capped(plan.animation, seconds)
         for line in stdout.splitlines():
-            if line.startswith("|") or line.startswith("torch "):
+            if line.startswith("|"):
                 report.add(lines, line)
+            elif line.startswith("torch "):  # the script's device line, a paragraph above its table
+                report.add(lines, line + "\n")
         if code is None:
             report.add(lines, f"\nstopped: > {seconds:.0f} s section time (the rows above were measured)")
         elif code != 0:

@@ -2,8 +2,8 @@
 
 One rule, read by ``trainer=cpu`` (its precision, ``${reenact.cpu_precision:}``), by ``python -m reenact.animate``
 (``precision=auto``, ``channels_last=auto``) and by ``benchmarks/train_step.py --configs recommended``. Each CPU
-kind's setting is the fastest row measured on that kind (a ``fomm_vox256`` training step, batch 2, 256x256, step time
-over the fp32 eager step of the same run):
+kind's setting leaves out every lever that a recorded run on that kind found slower (a ``fomm_vox256`` training step,
+batch 2, 256x256, step time over the fp32 eager step of the same run; fused Adam on AVX2 was not measured alone):
 
 ============  =========  =============  ==========  ==========================================================
 kind          precision  channels-last  fused Adam  measured
