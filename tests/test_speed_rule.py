@@ -158,23 +158,25 @@ def _child(delays: list[float]) -> list[str]:
 
 
 def test_the_guard_passes_a_configuration_within_its_limits(train_step: ModuleType) -> None:
-    result = train_step.run_guarded(_child([0.1, 0.1, 0.2, 0.2]), 4, step_limit=2.0, warmup_limit=2.0)
-    assert result["median"] == 0.2 and result["warmup"] >= 0.2 and result["wall"] >= 0.6
+    # generous limits: the machine running the tests may be busy
+    result = train_step.run_guarded(_child([0.1, 0.1, 0.2, 0.2]), 4, step_limit=15.0, warmup_limit=15.0)
+    # warmup is timed by when the parent reads the lines, so only its presence is certain
+    assert result["median"] == 0.2 and result["warmup"] > 0 and result["wall"] >= 0.6
 
 
-@pytest.mark.parametrize("delays, stopped", [([0.1, 30.0, 0.1], "factor"), ([0.1, 0.1, 0.1, 30.0], "factor")])
+@pytest.mark.parametrize("delays, stopped", [([0.1, 60.0, 0.1], "factor"), ([0.1, 0.1, 0.1, 60.0], "factor")])
 def test_the_guard_stops_a_slow_warmup_or_a_slow_timed_step(train_step: ModuleType, delays: list[float],
                                                             stopped: str) -> None:
     start = time.perf_counter()
     result = train_step.run_guarded(_child(delays), len(delays), step_limit=1.0, warmup_limit=1.5)
     assert result == {"stopped": stopped}
-    assert time.perf_counter() - start < 10  # stopped, not waited for
+    assert time.perf_counter() - start < 40  # stopped, not waited for
 
 
 def test_the_time_limit_stops_a_configuration_without_a_baseline(train_step: ModuleType) -> None:
     start = time.perf_counter()
-    assert train_step.run_guarded(_child([30.0]), 1, time_limit=1.0) == {"stopped": "time"}
-    assert time.perf_counter() - start < 10
+    assert train_step.run_guarded(_child([60.0]), 1, time_limit=1.0) == {"stopped": "time"}
+    assert time.perf_counter() - start < 40
 
 
 def test_a_failing_configuration_gives_its_last_error_line(train_step: ModuleType) -> None:
