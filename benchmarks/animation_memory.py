@@ -62,6 +62,10 @@ def child(args: argparse.Namespace) -> None:
     from reenact.animation.video_job import AnimationOptions, animate_files
     from reenact.api import load_pretrained
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = load_pretrained(args.ckpt, device="cpu")
     loaded = peak_mb()
     start = time.perf_counter()
@@ -84,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smooth", type=float, default=0.0, help="steady-motion strength (0: off)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--detect-every", type=int, default=50, help="driving face detection on every N-th frame")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 on a busy machine: idle threads spin and slow it down)")
     parser.add_argument("--driving", help=argparse.SUPPRESS)  # child process only
     parser.add_argument("--output", help=argparse.SUPPRESS)
     return parser
@@ -106,7 +112,9 @@ def main(argv: list[str] | None = None) -> None:
         command = [sys.executable, __file__, "--ckpt", args.ckpt, "--source", args.source, "--driving", str(driving),
                    "--output", str(work / f"out_{seconds:g}s.mp4"), "--smooth", str(args.smooth),
                    "--batch-size", str(args.batch_size),
-                   "--detect-every", str(args.detect_every)] + (["--side-by-side"] if args.side_by_side else [])
+                   "--detect-every", str(args.detect_every)]
+        command += (["--threads", str(args.threads)] if args.threads else []) + (
+            ["--side-by-side"] if args.side_by_side else [])
         env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's reenact
         out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO, env=env).stdout
         row = json.loads(out.strip().splitlines()[-1])
