@@ -254,6 +254,10 @@ def run(cfg: DictConfig) -> LiveReport:
             raise AnimationInputError(f"{key} is required: python -m reenact.live {model_key}=... source=IMAGE "
                                       f"driving=0|VIDEO [output=OUT.mp4]")
     options = options_from_config(cfg)
+    if cfg.get("threads"):  # a busy CPU: fewer threads than cores keep idle threads from spinning
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
     reader = FrameReader(driving_source(cfg.driving), realtime=bool(cfg.get("realtime", True)))
     model = load_model(cfg)
     detector = build_detector(options.crop) if options.crop.source or options.crop.driving else None
