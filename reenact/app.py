@@ -71,17 +71,22 @@ class ModelCache:
     def __init__(self, device: str = "auto") -> None:
         self.device = device
         self._lock = threading.Lock()
-        self._key: str | None = None
+        self._key: tuple[str, bool] | None = None
         self._model: Any = None
 
-    def get(self, ckpt_path: str) -> Any:
+    def get(self, ckpt_path: str, channels_last: bool = False) -> Any:
+        """The model of ``ckpt_path``, its network stored channels-last when asked (as ``animate`` does it)."""
         from reenact.api import load_pretrained
 
         with self._lock:
-            if self._key != ckpt_path:
+            if self._key != (ckpt_path, channels_last):
                 self._model, self._key = None, None
-                self._model = load_pretrained(ckpt_path, device=self.device)
-                self._key = ckpt_path
+                model = load_pretrained(ckpt_path, device=self.device)
+                if channels_last:
+                    from reenact.utils.memory_format import to_channels_last
+
+                    to_channels_last(model.network)
+                self._model, self._key = model, (ckpt_path, channels_last)
             return self._model
 
 
@@ -147,11 +152,12 @@ def animate_config(ckpt_path: str, portraits: list[str], driving: str, output: P
 
 def animate_page(models: ModelCache, cfg: DictConfig) -> Any:
     """Run the command line's animation on a page's config; the one :class:`AnimationResult`."""
-    from reenact.animate import options_from_config
+    from reenact.animate import options_from_config, resolve_speed
     from reenact.animation.video_job import animate_files
 
+    cfg = resolve_speed(cfg)  # precision=auto and channels_last=auto, as the command line resolves them
     options = options_from_config(cfg)
-    model = models.get(str(cfg.ckpt_path))
+    model = models.get(str(cfg.ckpt_path), channels_last=bool(cfg.get("channels_last", False)))
     results = animate_files(model, cfg.source, cfg.driving, cfg.output, options)
     return results[0]
 

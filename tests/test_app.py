@@ -80,8 +80,11 @@ def test_page_values_become_the_command_lines_settings(tmp_path: Path) -> None:
                                      f"output={tmp_path / 'out.mp4'}", "transfer=absolute", "crop.source=false",
                                      "crop.driving=false", "paste_back=true", "smooth=2.5", "reference_frame=7",
                                      "max_frames=12", "start=1.5", "side_by_side=true"])
-    assert options_from_config(cfg) == options_from_config(cli)
-    assert options_from_config(cfg).smooth == 2.5 and options_from_config(cfg).reference_frame == 7
+    from reenact.animate import resolve_speed
+
+    assert options_from_config(resolve_speed(cfg)) == options_from_config(resolve_speed(cli))
+    options = options_from_config(resolve_speed(cfg))
+    assert options.smooth == 2.5 and options.reference_frame == 7 and options.transfer == "absolute"
 
 
 def test_checkpoint_picker_lists_every_run(fomm_ckpt: Path, tmp_path: Path) -> None:  # noqa: F811
