@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from reenact.utils.hydra_utils import compose_config, override_syntax_error, to_plain
+from reenact.utils.hydra_utils import compose_config, to_plain
 from reenact.utils.visualize import draw_keypoints
 from tests.helpers.configs import TINY_DATA
 
@@ -148,6 +148,8 @@ def test_a_still_image_as_driving_is_named_as_an_image(tmp_path: Path, checkpoin
     (["source=Привет.png"], "\"source='Привет.png'\""),
 ])
 def test_an_unquoted_path_gets_one_line_that_shows_the_quoting(argv: list[str], quoted: str) -> None:
+    from reenact.utils.hydra_utils import override_syntax_error
+
     message = override_syntax_error(["ckpt_path=run", *argv, "driving=talk.mp4"])
     assert message is not None and message.endswith(f"quote a value with spaces, non-ASCII letters or brackets: "
                                                      f"{quoted}")

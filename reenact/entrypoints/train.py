@@ -231,7 +231,7 @@ def main(cfg: DictConfig) -> float | None:
     from reenact.errors import USER_ERRORS
     from reenact.utils.hydra_utils import refuse_reused_run_dir, remove_unused_run_dir
     from reenact.utils.rank_watchdog import RankDiedError, claim_report
-    from reenact.utils.run_lock import LOCK_NAME, claim_run_dir, remove_stale_temporaries
+    from reenact.utils.run_lock import LOCK_NAME, claim_run_dir, holds_run_dir, remove_stale_temporaries
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -242,7 +242,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         # one live run per folder (a default folder is new, but a sweep job's or an explicit one may be shared)
         claim_run_dir(output_dir)
-        for stale in remove_stale_temporaries(output_dir):  # left by a kill during a write; nobody else writes here
+        # left by a kill during a write; with the folder's lock held no live process writes here (other ranks skip)
+        for stale in remove_stale_temporaries(output_dir) if holds_run_dir(output_dir) else []:
             log.info("removed %s, a partial checkpoint write of an earlier process", stale)
         refuse_reused_run_dir(output_dir, cfg.get("ckpt_path"), bool(cfg.get("overwrite", False)))
         metrics, _ = run(cfg)
