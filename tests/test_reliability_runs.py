@@ -163,13 +163,15 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> 
     return _load(run_dir / "checkpoints" / "last.ckpt")["state_dict"]
 
 
-@pytest.mark.parametrize(("where", "batch"), [("start", 0), ("middle", 1), ("end", 0)])
+# The middle case trains with two data-loader workers (the uninterrupted run has none): samples depend only on
+# (seed, sample key), not on the worker layout.
+@pytest.mark.parametrize(("where", "batch", "workers"), [("start", 0, 0), ("middle", 1, 2), ("end", 0, 0)])
 def test_an_interrupt_anywhere_in_an_epoch_resumes_bit_exactly(
-    tmp_path: Path, cache_dir: Path, uninterrupted: dict[str, torch.Tensor], where: str, batch: int
+    tmp_path: Path, cache_dir: Path, uninterrupted: dict[str, torch.Tensor], where: str, batch: int, workers: int
 ) -> None:
     run_dir = tmp_path / "R"
     inject = [f"+callbacks.sigterm._target_={HERE}.SigtermAt", "+callbacks.sigterm.epoch=1",
-              f"+callbacks.sigterm.where={where}", f"+callbacks.sigterm.batch={batch}"]
+              f"+callbacks.sigterm.where={where}", f"+callbacks.sigterm.batch={batch}", f"data.num_workers={workers}"]
     interrupted = _train(_args(cache_dir, run_dir, *EXACT, *inject), tmp_path)
     assert interrupted.returncode == 128 + signal.SIGTERM, interrupted.stderr[-2000:]
     lines = [line for line in interrupted.stderr.splitlines() if line.startswith("interrupted at epoch")]
@@ -180,7 +182,8 @@ def test_an_interrupt_anywhere_in_an_epoch_resumes_bit_exactly(
     assert saved["epoch"] == (1 if where == "end" else 0)
     assert saved["global_step"] == 2 * 3 * (saved["epoch"] + 1)  # 3 batches x 2 optimisers per epoch
 
-    resumed = _train(_args(cache_dir, run_dir, *EXACT, f"ckpt_path={run_dir}"), tmp_path)
+    resumed = _train(_args(cache_dir, run_dir, *EXACT, f"data.num_workers={workers}", f"ckpt_path={run_dir}"),
+                     tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     final = _load(run_dir / "checkpoints" / "last.ckpt")
     assert final["epoch"] == 2
