@@ -115,3 +115,30 @@ def test_a_killed_rank_0_stops_rank_1_with_one_line(tmp_path: Path, cache_dir: P
     assert len(errors) == 1 and re.fullmatch(
         rf"error: RankDiedError: rank 0 \(pid {process.pid}\) died; rank 1 stopped the run; resume with "
         rf"ckpt_path={re.escape(str(run_dir))}", errors[0]), stderr[-3000:]
+
+
+def test_a_rank_whose_main_thread_never_fails_is_ended_by_its_watchdog() -> None:
+    """A survivor that is not in a collective (so nothing fails) still stops, with the same line, after the grace."""
+    script = (
+        "import subprocess, sys, time\n"
+        "from reenact.utils.rank_watchdog import _Watchdog\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "print(child.pid, flush=True)\n"
+        "_Watchdog(0, [child], None, poll=0.1, grace=1.0, hint='; resume with ckpt_path=R').start()\n"
+        "time.sleep(600)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        child = int(process.stdout.readline())
+        os.kill(child, signal.SIGKILL)
+        killed = time.monotonic()
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    assert time.monotonic() - killed < 15
+    assert stderr.strip().splitlines() == [
+        f"error: RankDiedError: rank 1 (pid {child}) killed by SIGKILL; rank 0 stopped the run; "
+        "resume with ckpt_path=R"]

@@ -112,7 +112,8 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
         # SIGTERM or Ctrl-C: one line says how to resume (from the last epoch-end last.ckpt), exit code 143 or 130.
         # A DDP rank that dies stops the others with one line (RankDiedError) instead of a hang.
-        with report_interruption(trainer, cfg.paths.output_dir), watch_ranks(trainer):
+        resume = f"; resume with ckpt_path={cfg.paths.output_dir}"
+        with report_interruption(trainer, cfg.paths.output_dir), watch_ranks(trainer, resume):
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             # The checkpoint callbacks check before each save; this also covers runs without them
             # (callbacks=none) and divergence after the last save.
@@ -249,7 +250,7 @@ def main(cfg: DictConfig) -> float | None:
         metrics, _ = run(cfg)
     except RankDiedError as exc:
         if claim_report():
-            print(f"error: {_one_line(exc)}; resume with ckpt_path={output_dir}", file=sys.stderr, flush=True)
+            print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
         sys.exit(1)
     except USER_ERRORS as exc:
         # A failed start leaves no empty folder behind (only a folder this process created is removed).

@@ -61,13 +61,14 @@ class _Watchdog(threading.Thread):
     """Polls the peers this rank can see; records the first death and, after ``grace`` seconds, ends the process."""
 
     def __init__(self, rank: int, children: list[subprocess.Popen] | None, parent_pid: int | None,
-                 poll: float, grace: float) -> None:
+                 poll: float, grace: float, hint: str) -> None:
         super().__init__(daemon=True, name="reenact-rank-watchdog")
         self.rank = rank
         self.children = children
         self.parent_pid = parent_pid
         self.poll = poll
         self.grace = grace
+        self.hint = hint
         self.death: str | None = None
         self.stopped = threading.Event()
 
@@ -103,7 +104,7 @@ class _Watchdog(threading.Thread):
             if self.stopped.wait(self.grace):
                 return
             if claim_report():
-                print(f"error: RankDiedError: {self.death}", file=sys.stderr, flush=True)
+                print(f"error: RankDiedError: {self.death}{self.hint}", file=sys.stderr, flush=True)
             os._exit(1)
 
 
@@ -114,8 +115,11 @@ def _launched_by_lightning() -> bool:
 
 
 @contextlib.contextmanager
-def watch_ranks(trainer: Any, poll: float = 0.5, grace: float = 20.0) -> Iterator[None]:
-    """Around ``trainer.fit``: a dead peer rank becomes :class:`RankDiedError` (see the module docstring)."""
+def watch_ranks(trainer: Any, hint: str = "", poll: float = 0.5, grace: float = 20.0) -> Iterator[None]:
+    """Around ``trainer.fit``: a dead peer rank becomes :class:`RankDiedError` (see the module docstring).
+
+    ``hint`` ends the line (how to resume).
+    """
     if getattr(trainer, "world_size", 1) <= 1:
         yield
         return
@@ -125,13 +129,13 @@ def watch_ranks(trainer: Any, poll: float = 0.5, grace: float = 20.0) -> Iterato
     original = subprocess_script._launch_process_observer
 
     def observe(children: list[subprocess.Popen]) -> None:
-        watchdog = _Watchdog(0, children, None, poll, grace)
+        watchdog = _Watchdog(0, children, None, poll, grace, hint)
         watchdogs.append(watchdog)
         watchdog.start()
 
     subprocess_script._launch_process_observer = observe
     if _launched_by_lightning():
-        watchdog = _Watchdog(int(os.environ["LOCAL_RANK"]), None, os.getppid(), poll, grace)
+        watchdog = _Watchdog(int(os.environ["LOCAL_RANK"]), None, os.getppid(), poll, grace, hint)
         watchdogs.append(watchdog)
         watchdog.start()
     try:
@@ -139,7 +143,7 @@ def watch_ranks(trainer: Any, poll: float = 0.5, grace: float = 20.0) -> Iterato
     except Exception:  # not SystemExit / KeyboardInterrupt: an interrupt ends every rank on purpose
         death = next((line for w in watchdogs if (line := w.wait_for_death(3.0))), None)
         if death is not None:
-            raise RankDiedError(death) from None
+            raise RankDiedError(f"{death}{hint}") from None
         raise
     finally:
         subprocess_script._launch_process_observer = original
