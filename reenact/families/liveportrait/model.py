@@ -51,6 +51,7 @@ class LivePortraitModel(ReenactmentFamily):
     """
 
     family = "liveportrait"
+    transfer_modes = ("relative", "absolute")
     converter = "reenact.families.liveportrait.convert:convert_liveportrait"
     converter_preset = "liveportrait"
 
@@ -104,7 +105,7 @@ class LivePortraitModel(ReenactmentFamily):
         """F + W + G for given motions (dicts with ``value`` (B, K, 3) keypoints), e.g. relative-motion keypoints
         at animation time."""
         feature_3d, levels = self.appearance_feature_extractor.encode(source)  # (B, C, D, h, w), 2D levels
-        warped, prediction = self._warp_and_decode(feature_3d, levels, source_motion, driving_motion)
+        warped, prediction = self._warp_and_decode(feature_3d, levels, source_motion, driving_motion, source)
         deformation: torch.Tensor = warped["deformation"]  # always a tensor; the occlusion map may be None
         return {
             "prediction": prediction,
@@ -118,6 +119,8 @@ class LivePortraitModel(ReenactmentFamily):
         ...)."""
         feature_3d, levels = self.appearance_feature_extractor.encode(source)
         encoding = {"volume": feature_3d}
+        if self.spade_decoder.blend is not None:  # the blend takes visible pixels from the warped image
+            encoding["image"] = source
         if self.warped_skips:
             encoding.update({f"level{n}": level for n, level in enumerate(levels)})
         return encoding
@@ -127,12 +130,19 @@ class LivePortraitModel(ReenactmentFamily):
     ) -> torch.Tensor:
         count = self.appearance_feature_extractor.num_down_blocks if self.warped_skips else 0
         levels = [encoding[f"level{n}"] for n in range(count)]
-        return self._warp_and_decode(encoding["volume"], levels, source_motion, driving_motion)[1]
+        return self._warp_and_decode(encoding["volume"], levels, source_motion, driving_motion,
+                                     encoding.get("image"))[1]
 
     def _warp_and_decode(
-        self, feature_3d: torch.Tensor, levels: list[torch.Tensor], kp_source: Motion, kp_driving: Motion
+        self,
+        feature_3d: torch.Tensor,
+        levels: list[torch.Tensor],
+        kp_source: Motion,
+        kp_driving: Motion,
+        source: torch.Tensor | None = None,
     ) -> tuple[dict, torch.Tensor]:
-        """W's output and G's prediction (B, 3, H', W') for F's volume and 2D levels."""
+        """W's output and G's prediction (B, 3, H', W') for F's volume and 2D levels (and the source image, which
+        a decoder that blends in the warped source needs)."""
         warped = self.warping_network(feature_3d, _kp_value(kp_driving), _kp_value(kp_source))
         skips = None
         if self.warped_skips:
@@ -145,7 +155,10 @@ class LivePortraitModel(ReenactmentFamily):
                 project(warp_and_mask(levels[len(levels) - 1 - i], flow, mask))
                 for i, project in enumerate(self.skip_projections)
             ]
-        return warped, self.spade_decoder(warped["out"], skips)  # prediction (B, 3, H', W')
+        warped_source = None
+        if self.spade_decoder.blend is not None and source is not None:
+            warped_source = self.deformed_image(source, warped["deformation"])  # (B, 3, H, W)
+        return warped, self.spade_decoder(warped["out"], skips, warped_source)  # prediction (B, 3, H', W')
 
     def forward(self, source: torch.Tensor, driving: torch.Tensor) -> ModelOutput:
         if source.shape == driving.shape:
@@ -190,8 +203,7 @@ class LivePortraitModel(ReenactmentFamily):
         source_motion: Motion,
         driving_motion: Motion,
         reference_motion: Motion,
-        relative: bool = True,
-        adapt_movement_scale: bool = False,
+        mode: str = "relative",
     ) -> Motion:
         """Keypoints (B, K, 3) for W; source and reference batch 1, driving batch B.
 
@@ -201,12 +213,12 @@ class LivePortraitModel(ReenactmentFamily):
             s_new = s_s · s_d / s_ref;     t_new = t_s + (t_d - t_ref)  (t_z is unused)
         In column-vector form that is rot_s · (rot_ref^-1 · rot_d): the head turns about its own axes as the
         driving head turned since the reference frame. absolute: the driving pose, expression, scale and
-        translation on the source's canonical keypoints (the training convention). ``adapt_movement_scale`` has no
-        meaning here (the scale ratio covers it). Identity always comes from the source's canonical keypoints.
+        translation on the source's canonical keypoints (the training convention). Identity always comes from the
+        source's canonical keypoints.
         """
         s, d, ref = source_motion, driving_motion, reference_motion
         batch = d["value"].shape[0]
-        if relative:
+        if mode == "relative":
             rotation = d["rotation"] @ ref["rotation"].transpose(1, 2) @ s["rotation"]
             exp = s["exp"] + (d["exp"] - ref["exp"])  # (B, K, 3)
             scale = s["scale"] * d["scale"] / ref["scale"]  # (B, 1)
