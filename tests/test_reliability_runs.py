@@ -222,7 +222,7 @@ def test_a_full_disk_is_one_line_and_the_resume_names_the_newest_complete_checkp
     assert full.returncode == 2, full.stderr[-3000:]
     assert "Traceback" not in full.stderr, full.stderr[-3000:]
     errors = _errors(full.stderr)
-    assert len(errors) == 1 and errors[0].startswith("error: DiskFullError: no space left on the disk at /"), errors
+    assert len(errors) == 1 and errors[0].startswith("error: DiskFullError: No space left on the disk at /"), errors
     assert f"while writing {run_dir / 'checkpoints' / 'last.ckpt'}" in errors[0]
     assert errors[0].endswith(f"free some space and resume with ckpt_path={run_dir}")
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())

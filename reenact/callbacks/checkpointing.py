@@ -63,7 +63,7 @@ def disk_full_error(exc: OSError, path: str | os.PathLike[str]) -> DiskFullError
         free = f"{shutil.disk_usage(where).free / 2**20:.0f} MiB free"
     except OSError:
         free = "free space unknown"
-    error = DiskFullError(f"no space left on the disk at {where} ({free}) while writing {path}; free some space")
+    error = DiskFullError(f"No space left on the disk at {where} ({free}) while writing {path}; free some space")
     error.errno = exc.errno
     return error
 

@@ -43,7 +43,8 @@ class ReconstructionVisualizer(Callback):
         if trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
             where = summarise_keys(bad) if bad else "tensors on another rank"
             raise NonFiniteError(f"non-finite weights at epoch {trainer.current_epoch} step {trainer.global_step}: "
-                                 f"{where}; {DIVERGED_HINT}")
+                                 f"{where}; not saving or drawing anything (earlier checkpoints are kept); "
+                                 f"{DIVERGED_HINT}")
         if trainer.is_global_zero:
             self.draw(trainer, pl_module)
 
