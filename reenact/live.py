@@ -270,13 +270,17 @@ def run(cfg: DictConfig) -> LiveReport:
     report = LiveReport()
     limit = cfg.get("max_seconds")
     crop_box = None
+    last_index: int | None = None
     reader.start()
     started = time.perf_counter()
     try:
         while (arrival := reader.take()) is not None:
             if crop_box is None:  # one square for the whole stream, found on the first frame
                 crop_box, _ = driving_crop_box([arrival.frame], cfg.driving, options.crop, detector, 1)
-            result = animate(crop_and_resize(arrival.frame, crop_box, size))
+            # the filter's time step spans the frames dropped since the last animated one
+            step = None if last_index is None else (arrival.index - last_index) / reader.fps
+            last_index = arrival.index
+            result = animate(crop_and_resize(arrival.frame, crop_box, size), dt=step)
             report.latencies.append(time.perf_counter() - arrival.time)
             report.animated += 1
             outputs.put(result, arrival.index)
