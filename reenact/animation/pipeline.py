@@ -93,14 +93,38 @@ def encode_driving(
     batches: Iterable[torch.Tensor],
     precision: str = "fp32",
     progress: Any = None,
+    total: int | None = None,
 ) -> Motion:
-    """The motion of every driving frame, batch by batch, gathered on the CPU; ``progress`` is a tqdm bar."""
-    parts = []
+    """The motion of every driving frame, batch by batch, gathered on the CPU; ``progress`` is a tqdm bar.
+
+    ``total`` (the number of frames, when known): the motion is written into tensors allocated once. Keeping one
+    small tensor per batch alive between the networks' large temporary buffers fragments the C heap, so that freed
+    memory never returns: a 10-minute video grew the process by 450 MB that way
+    (experiments/2026-12-06_animation.md)."""
+    if total is None:
+        parts = []
+        for batch in batches:
+            parts.append(move_motion(encode_frames(network, batch, precision), "cpu"))
+            if progress is not None:
+                progress.update(batch.shape[0])
+        return concat_motion(parts)
+    motion: Motion | None = None
+    filled = 0
     for batch in batches:
-        parts.append(move_motion(encode_frames(network, batch, precision), "cpu"))
+        part = move_motion(encode_frames(network, batch, precision), "cpu")
+        count = batch.shape[0]
+        if filled + count > total:
+            raise ValueError(f"more driving frames than the {total} announced")
+        if motion is None:
+            motion = {key: torch.empty((total, *value.shape[1:]), dtype=value.dtype) for key, value in part.items()}
+        for key, value in part.items():
+            motion[key][filled:filled + count] = value
+        filled += count
         if progress is not None:
-            progress.update(batch.shape[0])
-    return concat_motion(parts)
+            progress.update(count)
+    if motion is None:
+        raise ValueError("no motion to concatenate (empty driving video?)")
+    return {key: value[:filled] for key, value in motion.items()}
 
 
 def choose_reference(network: ReenactmentFamily, source_motion: Motion, motion_all: Motion,
@@ -207,7 +231,7 @@ def animate_frames(
     total = driving_frames.shape[0]
     batches = (resize_to(b.to(animator.device, torch.float32), size) for b in batched(driving_frames, batch_size))
     with progress_bar(total, "motion", settings.progress) as bar:
-        motion_all = encode_driving(network, batches, precision, bar)
+        motion_all = encode_driving(network, batches, precision, bar, total=total)
     motion_all = smooth_motion(network, motion_all, settings.smooth, settings.fps or DEFAULT_FPS)
     reference = choose_reference(network, animator.source_motion, motion_all, settings.reference_frame)
     with progress_bar(total, "animate", settings.progress) as bar:

@@ -211,7 +211,8 @@ def animate_one(model: Any, source: tuple[Path, np.ndarray, IntBox] | list[tuple
     if driving.motion is None:
         with progress_bar(driving.num_frames, f"motion {driving.path.name}", options.progress) as bar:
             driving.motion = encode_driving(
-                model.network, driving.batches(size, options.batch_size, model.device), options.precision, bar)
+                model.network, driving.batches(size, options.batch_size, model.device), options.precision, bar,
+                total=driving.num_frames)
         if options.smooth is not None:  # once per video: every source follows the same steady motion
             from reenact.animation.smoothing import smooth_motion
 
