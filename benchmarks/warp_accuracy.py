@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reenact.layers.correlation import search_window_loss
-from reenact.layers.correlation_refiner import CorrelationRefiner
-from reenact.layers.feature_encoder import FeatureEncoder
+from reenact.families.correlation.feature_encoder import FeatureEncoder
+from reenact.families.correlation.refiner import CorrelationRefiner
+from reenact.families.correlation.volume import search_window_loss
+from reenact.families.correlation.warp_network import CorrelationWarpNetwork
 from reenact.layers.geometry import make_coordinate_grid, warp
-from reenact.layers.warp_network import CorrelationWarpNetwork
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 TRAIN_VIDEOS = ("d0", "d3", "d6", "d9", "d10", "d11")
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     test_frames = load_frames(HELD_OUT_VIDEOS, args.test_pairs // len(HELD_OUT_VIDEOS), size)
 
     if args.extractor == "vgg":
-        from reenact.layers.vgg_pool4 import VGGPool4Features
+        from reenact.families.correlation.vgg_pool4 import VGGPool4Features
 
         extractor = VGGPool4Features(weights_path=args.vgg_weights, grid_size=16)
     else:

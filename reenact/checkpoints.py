@@ -130,6 +130,11 @@ LEGACY_TARGETS = {
     "reenact.models.discriminator.": "reenact.layers.discriminator.",
     "reenact.models.liveportrait.model.": "reenact.families.liveportrait.model.",
     "reenact.models.liveportrait.": "reenact.families.liveportrait.",
+    "reenact.layers.correlation_refiner.": "reenact.families.correlation.refiner.",
+    "reenact.layers.feature_encoder.": "reenact.families.correlation.feature_encoder.",
+    "reenact.layers.vgg_pool4.": "reenact.families.correlation.vgg_pool4.",
+    "reenact.layers.warp_network.": "reenact.families.correlation.warp_network.",
+    "reenact.losses.correlation.": "reenact.families.correlation.losses.",
 }
 
 

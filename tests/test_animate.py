@@ -26,8 +26,9 @@ from reenact.api import CheckpointError, load_pretrained
 from reenact.data.video import VideoError, probe_video, read_frames
 from reenact.data.video_writer import write_video
 from reenact.face import face_crop_box
-from reenact.families.base import ReenactmentFamily, select_motion
+from reenact.families.base import ReenactmentFamily
 from reenact.families.liveportrait.keypoint_transform import motion_to_keypoints, rotation_matrix
+from reenact.families.motion import select_motion
 from reenact.layers.geometry import make_coordinate_grid
 from reenact.utils.constellation import closest_constellation
 from reenact.utils.hydra_utils import compose_config

@@ -13,6 +13,7 @@ from torch import nn
 
 from reenact.families.liveportrait.losses import deformation_prior_loss, head_pose_loss, keypoint_prior_loss
 from reenact.layers.geometry import heatmap_to_keypoints, make_coordinate_grid, spatial_softmax
+from reenact.layers.vgg import VGG19Features
 from reenact.losses import (
     EquivarianceLoss,
     ImagePyramid,
@@ -23,7 +24,6 @@ from reenact.losses import (
     PerceptualPyramidLoss,
     PyramidL1,
     RandomTPSTransform,
-    VGG19Features,
     WarpedSourceL1,
     discriminator_adversarial_loss,
     feature_matching_loss,

@@ -29,15 +29,8 @@ import torch
 from torch import nn
 
 from reenact.animation.errors import AnimationInputError
-from reenact.families.base import (
-    Motion,
-    ReenactmentFamily,
-    concat_motion,
-    expand_motion,
-    motion_length,
-    move_motion,
-    select_motion,
-)
+from reenact.families.base import Motion, ReenactmentFamily
+from reenact.families.motion import concat_motion, expand_motion, motion_length, move_motion, select_motion
 from reenact.layers.geometry import resize_to
 
 PRECISIONS = ("fp32", "bf16")

@@ -43,7 +43,8 @@ from reenact.data.video import VideoError, VideoInfo, iter_frames, probe_video
 from reenact.data.video_writer import write_video
 from reenact.face import crop_and_resize
 from reenact.face.crop import IntBox
-from reenact.families.base import Motion, select_motion
+from reenact.families.base import Motion
+from reenact.families.motion import select_motion
 from reenact.utils.constellation import closest_constellation
 from reenact.utils.messages import first_line
 from reenact.utils.visualize import to_uint8

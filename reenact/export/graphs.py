@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from reenact.errors import ReenactError
-from reenact.families.base import Motion, ReenactmentFamily, select_motion
+from reenact.families.base import Motion, ReenactmentFamily
+from reenact.families.motion import select_motion
 
 SOURCE_ENCODER, MOTION_ENCODER, RENDERER = "source_encoder", "motion_encoder", "renderer"
 GRAPH_NAMES = (SOURCE_ENCODER, MOTION_ENCODER, RENDERER)

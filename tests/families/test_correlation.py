@@ -13,12 +13,12 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch import nn
 
+from reenact.families.correlation.feature_encoder import FeatureEncoder
 from reenact.families.correlation.model import NoRelativeMotionError
-from reenact.layers.correlation import correlation_volume, l2_normalise, search_window_loss
-from reenact.layers.correlation_refiner import CorrelationRefiner
-from reenact.layers.feature_encoder import FeatureEncoder
+from reenact.families.correlation.refiner import CorrelationRefiner
+from reenact.families.correlation.volume import correlation_volume, l2_normalise, search_window_loss
+from reenact.families.correlation.warp_network import CorrelationWarpNetwork
 from reenact.layers.geometry import make_coordinate_grid
-from reenact.layers.warp_network import CorrelationWarpNetwork
 from reenact.losses.terms import LossContext
 from reenact.utils.hydra_utils import compose_config, to_plain
 

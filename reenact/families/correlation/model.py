@@ -17,7 +17,7 @@ from reenact.errors import ReenactError
 from reenact.families.base import ModelOutput, Motion, ReenactmentFamily, register_family
 from reenact.families.correlation.generator import WarpingGenerator
 from reenact.families.correlation.occlusion import OcclusionHead
-from reenact.layers.correlation_refiner import CorrelationRefiner
+from reenact.families.correlation.refiner import CorrelationRefiner
 from reenact.layers.geometry import warp
 
 FEATURES = "features"  # the motion entry: a frame's L2-normalised feature field (B, C, g, g)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reenact.layers.correlation import l2_normalise
+from reenact.families.correlation.volume import l2_normalise
 
 
 class FeatureEncoder(nn.Module):

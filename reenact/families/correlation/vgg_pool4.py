@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reenact.layers.correlation import l2_normalise
-from reenact.losses.perceptual import (
-    _IMAGENET_MEAN,
-    _IMAGENET_STD,
-    _build_vgg19_layers,
-    _features_subset,
+from reenact.families.correlation.volume import l2_normalise
+from reenact.layers.vgg import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_vgg19_layers,
     load_vgg19_state_dict,
+    vgg19_features_subset,
 )
 
 POOL4_END = 28  # torchvision vgg19().features[:28] ends with pool4 (512 channels, stride 16)
@@ -31,7 +31,7 @@ class VGGPool4Features(nn.Module):
         super().__init__()
         self.grid_size = grid_size
         self.out_channels = 512
-        self.features = _build_vgg19_layers()[:POOL4_END]
+        self.features = build_vgg19_layers()[:POOL4_END]
         for layer in self.features:
             if isinstance(layer, nn.Conv2d):
                 nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
@@ -39,13 +39,13 @@ class VGGPool4Features(nn.Module):
             if isinstance(layer, nn.ReLU):
                 layer.inplace = False  # the features are re-extracted and differentiated several times
         if weights_path is not None:
-            subset = {k: v for k, v in _features_subset(load_vgg19_state_dict(weights_path)).items()
+            subset = {k: v for k, v in vgg19_features_subset(load_vgg19_state_dict(weights_path)).items()
                       if int(k.split(".")[0]) < POOL4_END}
             self.features.load_state_dict(subset, strict=True)
         self.trainable = weights_path is None if trainable is None else trainable
         self.features.requires_grad_(self.trainable)
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         h = (frames - self.mean.to(frames.dtype)) / self.std.to(frames.dtype)

@@ -1,15 +1,15 @@
 """The search-window loss of learned correlation warping (the seed's self-supervised loss, no ground-truth flow).
 
-A family whose flow comes from (or is refined by) :class:`reenact.layers.correlation_refiner.CorrelationRefiner`
+A family whose flow comes from (or is refined by) :class:`reenact.families.correlation.refiner.CorrelationRefiner`
 outputs ``warped_features`` (the source's feature field re-extracted after the final warp) and ``target_features``
-(the driving frame's field); the term reads both (see :func:`reenact.layers.correlation.search_window_loss`).
+(the driving frame's field); the term reads both (see :func:`reenact.families.correlation.volume.search_window_loss`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from reenact.layers.correlation import search_window_loss
+from reenact.families.correlation.volume import search_window_loss
 from reenact.losses.terms import LossContext, LossTerm
 
 

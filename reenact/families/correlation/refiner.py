@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reenact.layers.correlation import correlation_volume
+from reenact.families.correlation.volume import correlation_volume
+from reenact.families.correlation.warp_network import CorrelationWarpNetwork
 from reenact.layers.geometry import ALIGN_CORNERS, make_coordinate_grid, warp
-from reenact.layers.warp_network import CorrelationWarpNetwork
 
 
 class CorrelationRefiner(nn.Module):
