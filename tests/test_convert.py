@@ -21,13 +21,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from reenact.api import load_pretrained, read_checkpoint
-from reenact.convert import ConversionError, convert_fomm, convert_liveportrait
+from reenact.convert import ConversionError
 from reenact.convert.__main__ import main as convert_cli
 from reenact.convert.keymap import SPECTRAL_NORM_RENAMES, ConversionReport, convert_state
 from reenact.convert.sources import load_state_file
 from reenact.entrypoints.train import run
-from reenact.families.fomm.convert import convert_fomm_object
-from reenact.families.liveportrait.convert import convert_liveportrait_states
+from reenact.families.fomm.convert import convert_fomm, convert_fomm_object
+from reenact.families.liveportrait.convert import convert_liveportrait, convert_liveportrait_states
 from reenact.families.liveportrait.warping_network import WarpingNetwork
 from reenact.layers.geometry import make_coordinate_grid
 from reenact.utils.hydra_utils import compose_config, to_plain

@@ -39,12 +39,16 @@ checkpoints carry.
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar, NotRequired, TypedDict
 
 import torch
 from torch import nn
 
 from reenact.errors import ReenactError
+from reenact.utils.messages import first_line
 
 # A family's motion of a batch of B frames: named tensors, each with the batch as its first dimension
 # (keypoints (B, K, 2|3), Jacobians, angles, a latent motion code...). What the names are is the family's business.
@@ -190,14 +194,12 @@ class ReenactmentFamily(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- registry
 _FAMILIES: dict[str, type[ReenactmentFamily]] = {}
-# Modules that define the families shipped with reenact; imported on first lookup so that ``get_family`` works
-# without the caller importing them.
-BUILTIN_FAMILY_MODULES = (
-    "reenact.families.fomm",
-    "reenact.families.liveportrait",
-    "reenact.families.correlation",
-    "reenact.families.implicit_warping",
-)
+# The entry-point group through which an installed package outside reenact adds families: each entry names a module
+# (or an object in it) whose import registers them, e.g. in the package's pyproject.toml
+#     [project.entry-points."reenact.families"]
+#     tpsmm = "my_package.tpsmm"
+ENTRY_POINT_GROUP = "reenact.families"
+_discovered = False
 
 
 class SeveralSourcesError(ReenactError, ValueError):
@@ -226,22 +228,47 @@ def register_family(cls: type[ReenactmentFamily]) -> type[ReenactmentFamily]:
     return cls
 
 
-def _load_builtin_families() -> None:
-    for module in BUILTIN_FAMILY_MODULES:
+class FamilyPluginError(ReenactError, ImportError):
+    """A family package (built in, or named by an installed package's entry point) that fails to import."""
+
+
+def builtin_family_modules() -> list[str]:
+    """Every package under ``reenact/families/``: each one is a family (the folder is the whole registration)."""
+    here = Path(__file__).parent
+    return [f"{__package__}.{info.name}" for info in pkgutil.iter_modules([str(here)]) if info.ispkg]
+
+
+def _discover_families() -> None:
+    """Import the built-in family packages and every ``reenact.families`` entry point, once per process; each
+    family registers itself when its module is imported."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for module in builtin_family_modules():
         importlib.import_module(module)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as exc:  # a broken outside package: one line naming it, not a traceback from deep inside
+            raise FamilyPluginError(
+                f"the model family plug-in {entry.name!r} ({entry.value}, entry-point group {ENTRY_POINT_GROUP!r}) "
+                f"failed to import: {type(exc).__name__}: {first_line(exc)}"
+            ) from exc
 
 
 def get_family(name: str) -> type[ReenactmentFamily]:
     """The registered family class called ``name``."""
-    _load_builtin_families()
+    _discover_families()
     if name not in _FAMILIES:
         raise UnknownFamilyError(f"unknown model family {name!r}; registered: {', '.join(sorted(_FAMILIES))}")
     return _FAMILIES[name]
 
 
 def registered_families() -> dict[str, type[ReenactmentFamily]]:
-    """Every registered family by name (the built-in ones and any registered since)."""
-    _load_builtin_families()
+    """Every registered family by name: the packages under ``reenact/families/``, those that installed packages
+    name in the ``reenact.families`` entry-point group, and any registered since by importing its module."""
+    _discover_families()
     return dict(sorted(_FAMILIES.items()))
 
 
