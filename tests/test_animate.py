@@ -40,7 +40,7 @@ AUDIO_CLIPS = ["d3", "d6", "d9", "d10", "d11", "d14"]  # d12 (also with audio) g
 
 # ----------------------------------------------------------------------------- fixtures
 def _train_tiny(root: Path, cache: Path, overrides: list[str]) -> Path:
-    from reenact.entrypoints.train import run
+    from reenact.cli.train import run
 
     run(train_config(root, cache, ["trainer.limit_train_batches=1", "data.val_videos=1", *overrides]))
     return root / "checkpoints" / "last.ckpt"

@@ -10,8 +10,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from reenact.entrypoints.train import validate
-from reenact.info import parameter_table
+from reenact.cli.info import parameter_table
+from reenact.cli.train import validate
 from reenact.utils.config_check import ConfigError, check_instantiable, check_key
 from reenact.utils.hydra_utils import CONFIG_DIR, compose_config
 

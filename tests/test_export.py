@@ -42,7 +42,7 @@ def random_checkpoint(preset: str, path: Path) -> Path:
 @pytest.fixture(scope="module", params=PRESETS)
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(checkpoint, export directory), written through the CLI's run(cfg)."""
-    from reenact.export.__main__ import run
+    from reenact.cli.export import run
 
     root = tmp_path_factory.mktemp(request.param)
     ckpt = random_checkpoint(request.param, root / "model.ckpt")

@@ -37,7 +37,7 @@ def test_an_installed_copy_composes_and_builds_outside_the_repository(installed:
     code = (
         "import reenact, sys; from pathlib import Path\n"
         f"assert Path(reenact.__file__).is_relative_to({str(installed)!r}), reenact.__file__\n"
-        "from reenact.info import main\n"
+        "from reenact.cli.info import main\n"
         "sys.exit(main(['model=liveportrait_small']))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,

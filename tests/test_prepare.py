@@ -11,13 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reenact.cli.prepare import main, run
 from reenact.data.video import VideoInfo, iter_frames, probe_video, read_frames
 from reenact.data.video_writer import write_video
 from reenact.face.crop import crop_and_resize
 from reenact.face.detection import FaceBox
-from reenact.prepare import PrepareUsageError, main, run
+from reenact.prepare import PrepareUsageError
 from reenact.prepare.sources import ClipRow, person_of_chunk, read_talkinghead_tubes, read_vox_metadata, resolve_clip
 from reenact.prepare.tubes import TubeRules, select_tubes, track_tubes
+from tests.helpers.commands import exit_status
 
 VOX_HEADER = "video_id,start,end,bbox,fps,width,height,partition,person_id\n"
 
@@ -242,16 +244,18 @@ def test_talkinghead_png_frame_folders_with_two_workers(vox_setup: dict) -> None
 
 
 def test_usage_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["voxceleb", "--metadata", str(tmp_path / "nope.csv"), "--raw", str(tmp_path), str(tmp_path / "o")])
+    code = exit_status(main, ["voxceleb", "--metadata", str(tmp_path / "nope.csv"), "--raw", str(tmp_path),
+                              str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.strip().count("\n") == 0 and "metadata file not found" in err
     assert not (tmp_path / "o").exists()  # nothing is created before the input is known to be usable
     (tmp_path / "empty").mkdir()
-    assert main(["folder", str(tmp_path / "empty"), str(tmp_path / "o")]) == 2
+    assert exit_status(main, ["folder", str(tmp_path / "empty"), str(tmp_path / "o")]) == 2
     assert "no videos" in capsys.readouterr().err
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.mp4").write_bytes(b"")
-    assert main(["folder", str(tmp_path / "in"), str(tmp_path / "o"), "--test-videos", "a,b", "--cropped"]) == 2
+    assert exit_status(main, ["folder", str(tmp_path / "in"), str(tmp_path / "o"), "--test-videos", "a,b",
+                              "--cropped"]) == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "--test-videos: no video b in" in err
 
@@ -301,7 +305,7 @@ def test_folder_mode_keeps_already_cropped_clips_and_says_so(tmp_path: Path, mon
                            (192, 128): FaceBox(60.0, 30.0, 120.0, 90.0, 0.99),
                            (160, 96): FaceBox(70.0, 30.0, 90.0, 50.0, 0.99)})
     monkeypatch.setattr("reenact.prepare.tasks.cached_face_detector", lambda *args, **kwargs: detector)
-    monkeypatch.setattr("reenact.prepare.cli._check_backends", lambda ns: None)  # no face package needed
+    monkeypatch.setattr("reenact.cli.prepare._check_backends", lambda ns: None)  # no face package needed
     args = ["folder", str(in_dir), str(out), "--min-size", "48", "--min-frames", "16", "--detect-every", "4",
             "--size", "32", "--test-videos", "wide"]
     report = run(args)

@@ -80,7 +80,7 @@ def test_readme_module_line_composes_or_parses(entry: str, args: list[str]) -> N
                 assert str(cfg[key]) == value or (isinstance(cfg[key], bool) and str(cfg[key]).lower() == value)
     else:
         assert entry == "prepare", f"python -m reenact.{entry}: no test knows how to check this entry point"
-        from reenact.prepare.cli import build_parser
+        from reenact.cli.prepare import build_parser
 
         build_parser().parse_args(args)
 

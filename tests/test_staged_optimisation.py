@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch import Callback
 
-from reenact.entrypoints.train import _one_line, run
+from reenact.cli.train import _one_line, run
 from reenact.errors import USER_ERRORS
 from reenact.utils.hydra_utils import compose_config
 from tests.helpers.configs import train_config

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from reenact.callbacks.precise_bn import PreciseBatchNorm, recompute_batchnorm_statistics
-from reenact.entrypoints.train import _one_line, run
+from reenact.cli.train import _one_line, run
 from reenact.errors import USER_ERRORS
 from reenact.utils.config_check import ConfigError
 from tests.helpers.configs import CHEAP_RUN, train_config

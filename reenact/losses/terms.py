@@ -22,6 +22,12 @@ import torch
 from torch import nn
 
 from reenact.layers.geometry import resize_to
+from reenact.utils.config_check import ConfigError
+
+
+class MissingOutputError(ConfigError):
+    """A listed loss term reads an output the model family does not give (the preset lists a term that does not
+    fit its family)."""
 
 
 class LossContext:
@@ -154,7 +160,7 @@ class Objective(nn.Module):
         for name, term in self.terms.items():
             missing = [key for key in term.reads if output.get(key) is None]
             if missing:
-                raise ValueError(
+                raise MissingOutputError(
                     f"objective.terms.{name} reads {', '.join(missing)}, which the {family!r} family does not output"
                 )
 

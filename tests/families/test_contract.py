@@ -241,8 +241,8 @@ def test_checkpoint_round_trip_gives_identical_outputs(family_task, tmp_path: Pa
     assert animated.shape[0] == 2 and torch.isfinite(animated).all()
 
     # the evaluation entry point's reconstruction protocol on a folder holding one clip
+    from reenact.cli.evaluate import evaluate
     from reenact.data.video_writer import write_video
-    from reenact.evaluate import evaluate
 
     clips = tmp_path / "clips"
     clips.mkdir()

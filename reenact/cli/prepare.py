@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from reenact.errors import ReenactError
+from reenact.cli import user_errors
 from reenact.face.detection import DETECTOR_NAMES
 from reenact.face.landmarks import LANDMARK_BACKENDS
 from reenact.face.optional import require_face_alignment
@@ -232,10 +232,7 @@ def run(args: Sequence[str]) -> PrepareReport:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
+    with user_errors(first_line):  # PrepareUsageError, VideoError, ConfigError...: one line
         report = run(sys.argv[1:] if argv is None else argv)
-    except ReenactError as exc:  # PrepareUsageError, VideoError, ConfigError...: one line
-        print(f"error: {first_line(exc)}", file=sys.stderr)
-        return 2
     print(report.summary())
     return 0

@@ -1,4 +1,4 @@
-"""Training entry point: ``python train.py [group=option ...] [key=value ...]``.
+"""Training entry point: ``python train.py [group=option ...] [key=value ...]`` (console script ``reenact-train``).
 
     python train.py                                   # FOMM (small) on the built-in synthetic data, CPU
     python train.py model=liveportrait_small          # the 3D warping family
@@ -25,6 +25,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from reenact.cli import user_errors
 from reenact.utils.config_check import ConfigError, check_instantiable, resolve_or_fail
 from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE, instantiate_collection, to_plain
 from reenact.utils.messages import first_line
@@ -192,16 +193,14 @@ def precheck_overrides(argv: list[str]) -> None:
         if sweeps and not args.multirun and cfg.hydra.mode != RunMode.MULTIRUN:
             compose_config("train", overrides)  # a sweep outside multirun: Hydra's "Ambiguous value" error
     except Exception as exc:  # Hydra's override and composition errors
-        print(f"error: {composition_error_line(exc)}", file=sys.stderr)
-        sys.exit(2)
+        with user_errors(first_line):
+            raise ConfigError(composition_error_line(exc)) from None
     # The values the user typed, against the class each configures, so an error names the key as typed (not a
     # key that interpolates it, such as model.scheduler.epochs for trainer.max_epochs) and no run folder is made.
     for key in value_override_keys(first):
         try:
-            check_key(cfg, key)
-        except ConfigError as exc:
-            print(f"error: {_one_line(exc)}", file=sys.stderr)
-            sys.exit(2)
+            with user_errors(_one_line):
+                check_key(cfg, key)
         except Exception:  # a value that only resolves inside the run (${hydra:...}): validate() checks it there
             continue
 
@@ -215,7 +214,6 @@ def cli() -> None:
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    from reenact.errors import USER_ERRORS
     from reenact.utils.hydra_utils import refuse_reused_run_dir, remove_unused_run_dir
 
     hydra_cfg = HydraConfig.get()
@@ -224,13 +222,10 @@ def main(cfg: DictConfig) -> float | None:
     log_file = OmegaConf.select(hydra_cfg, "job_logging.handlers.file.filename")
     hydra_files = {str(name) for name in (hydra_cfg.output_subdir, log_file and Path(str(log_file)).name) if name}
     try:
-        refuse_reused_run_dir(output_dir, cfg.get("ckpt_path"), bool(cfg.get("overwrite", False)))
-        metrics, _ = run(cfg)
-    except USER_ERRORS as exc:
         # A failed start leaves no empty folder behind (only a folder this process created is removed).
-        remove_unused_run_dir(output_dir, hydra_files)
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
+        with user_errors(_one_line, on_error=lambda: remove_unused_run_dir(output_dir, hydra_files)):
+            refuse_reused_run_dir(output_dir, cfg.get("ckpt_path"), bool(cfg.get("overwrite", False)))
+            metrics, _ = run(cfg)
     finally:
         if "wandb" in sys.modules:
             import wandb
