@@ -162,3 +162,22 @@ def checkpoint_metadata(checkpoint: dict[str, Any], path: str | Path) -> dict[st
     if not model_config or "network" not in model_config or not meta.get("family"):
         raise CheckpointError(f"{path} has no stored model config; was it written by reenact's train.py?")
     return {**meta, "model_config": upgrade_targets(model_config)}
+
+
+def initialise_from(network: nn.Module, discriminator: nn.Module | None, path: str | Path) -> str:
+    """Fill a training task's network (and discriminator) from another run's or a converted release's checkpoint
+    (``model.init_from``); returns what was taken, in words. Optimiser state is not read: it starts fresh.
+
+    The discriminator is taken too when the checkpoint has one of the same architecture; otherwise a new one is
+    trained (as FOMM's vox-256 -> vox-adv-256 stage does).
+    """
+    checkpoint = read_checkpoint(path)
+    load_module_weights(network, checkpoint, NETWORK_PREFIX, str(path))
+    message = f"initialised the network from {path}"
+    if discriminator is not None:
+        try:
+            load_module_weights(discriminator, checkpoint, "discriminator.", str(path))
+            message += " (discriminator too)"
+        except CheckpointError:
+            message += " (new discriminator: the checkpoint has none of this architecture)"
+    return message

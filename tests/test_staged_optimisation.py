@@ -134,3 +134,49 @@ def test_group_errors_stop_a_training_run_as_user_errors(tmp_path: Path, cache_d
     with pytest.raises(USER_ERRORS, match=r"model.groups names \['nope'\]") as error:
         run(train_config(tmp_path, cache_dir, ["++model.groups.nope.frozen=true"]))
     assert "\n" not in _one_line(error.value)
+
+
+def batchnorm_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: buffer.detach().clone() for name, buffer in module.named_buffers()
+            if name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")}
+
+
+def test_a_frozen_group_keeps_its_batchnorm_statistics_and_needs_no_learning_rate(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    # a second stage: the keypoint detector fixed (no lr entry for it), with PreciseBN and a validation every epoch
+    overrides = [*COMMON[:1], *COMMON[2:], "trainer.max_epochs=2", "trainer.limit_val_batches=1",
+                 "model.precise_bn_batches=1", "++model.groups.kp_detector.frozen=true", "~model.lr.kp_detector"]
+    cfg = train_config(tmp_path, cache_dir, overrides)
+    assert "kp_detector" not in cfg.model.lr
+    task = instantiate(cfg.model, _partial_=True)(model_config={}, data_config={})
+    before = batchnorm_buffers(task.network.kp_detector)
+    assert before and all(not m.training for m in task.network.kp_detector.modules())
+    _, objects = run(cfg)
+    task = objects["task"]
+    assert objects["trainer"].current_epoch == 2 and task.optimizer_names == ["kp_detector", "generator"]
+    after = batchnorm_buffers(task.network.kp_detector)
+    generator = batchnorm_buffers(task.network.generator)
+    # same initial statistics as a fresh task (BatchNorm starts at mean 0, var 1), unchanged by 2 epochs and PreciseBN
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert any(name.endswith("num_batches_tracked") and int(value) > 0 for name, value in generator.items())
+    task.train()  # Lightning's train() after each validation: the frozen detector stays in eval mode
+    assert all(not m.training for m in task.network.kp_detector.modules()) and task.network.generator.training
+    assert task.frozen_modules == [task.network.kp_detector]
+
+
+def test_set_progress_sees_the_step_and_epoch_also_after_a_resume(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reenact.families.fomm.model import FirstOrderMotionModel
+
+    seen: list[tuple[int, int]] = []
+    monkeypatch.setattr(FirstOrderMotionModel, "set_progress", lambda self, step, epoch: seen.append((step, epoch)))
+    # a late group: the optimiser steps per batch vary (1, then 2), the training step does not
+    common = [*COMMON, "++model.groups.generator.start_epoch=1"]
+    first = tmp_path / "first"
+    run(train_config(first, cache_dir, [*common, "trainer.max_epochs=2"]))
+    assert seen == [(0, 0), (1, 0), (2, 1), (3, 1)]
+    seen.clear()
+    run(train_config(tmp_path / "resumed", cache_dir, [*common, "trainer.max_epochs=3", f"ckpt_path={first}"]))
+    assert seen == [(4, 2), (5, 2)]

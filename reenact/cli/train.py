@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from reenact.cli import user_errors
+from reenact.families.base import parameters_may_go_unused
 from reenact.utils.config_check import ConfigError, check_instantiable, resolve_or_fail
 from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE, instantiate_collection, to_plain
 from reenact.utils.messages import first_line
@@ -88,6 +89,10 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     except (ValueError, TypeError) as exc:  # the task's own checks of its arguments (Hydra wraps the rest)
         raise ConfigError(f"model: {first_line(exc)}") from None
     callbacks = instantiate_collection(cfg.get("callbacks"))
+    from reenact.callbacks.precise_bn import PreciseBatchNorm
+
+    if task.precise_bn_batches:  # part of the model preset's recipe (model.precise_bn_batches)
+        callbacks.append(PreciseBatchNorm(task.precise_bn_batches))
     loggers = instantiate_collection(cfg.get("logger"))
     if not loggers:
         from lightning.pytorch.callbacks import LearningRateMonitor
@@ -95,8 +100,9 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         # It refuses to run without a logger, and logger=none is a legitimate choice (sweeps, debugging).
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer_cfg = cfg.trainer
-    if task.discriminator is not None and trainer_cfg.get("strategy") == "ddp":
-        # The discriminator's parameters get no gradient in the generator pass (they are frozen there).
+    if trainer_cfg.get("strategy") == "ddp" and parameters_may_go_unused(
+        task.network, task.groups.options, task.discriminator is not None
+    ):  # e.g. a group that starts late, or the discriminator's parameters in the generator pass
         trainer_cfg = OmegaConf.merge(trainer_cfg, {"strategy": "ddp_find_unused_parameters_true"})
     if trainer_cfg.get("sync_batchnorm") and trainer_cfg.get("accelerator") == "cpu":
         log.warning("SyncBatchNorm needs GPUs; training on CPU with per-process BatchNorm statistics")
@@ -121,8 +127,6 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             if stale and trainer.limit_val_batches != 0 and not trainer.interrupted:
                 log.info("validating the final weights: training stopped between validation epochs")
                 trainer.validate(task, datamodule=datamodule, verbose=False)
-                from reenact.callbacks.precise_bn import PreciseBatchNorm
-
                 if any(isinstance(callback, PreciseBatchNorm) for callback in trainer.callbacks):
                     # that validation recomputed the BatchNorm statistics: last.ckpt must hold the weights it measured
                     trainer.save_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar, NotRequired, TypedDict
@@ -204,6 +205,23 @@ _discovered = False
 
 class SeveralSourcesError(ReenactError, ValueError):
     """More source images than a family can use (one, for most families)."""
+
+
+def parameters_may_go_unused(network: ReenactmentFamily, groups: Mapping[str, Any], has_discriminator: bool) -> bool:
+    """Whether some parameters can get no gradient in a training step, so that DDP must search for unused ones:
+    the family says so (``may_skip_parameters``), a group is frozen or starts after epoch 0 (``groups``: the
+    ``model.groups`` settings, name -> mapping with ``frozen`` / ``start_epoch``), or a discriminator trains beside
+    the family."""
+    if getattr(network, "may_skip_parameters", False) or has_discriminator:
+        return True
+    for settings in groups.values():
+        if isinstance(settings, Mapping):
+            frozen, start_epoch = settings.get("frozen", False), settings.get("start_epoch", 0)
+        else:  # an options object with attributes
+            frozen, start_epoch = getattr(settings, "frozen", False), getattr(settings, "start_epoch", 0)
+        if bool(frozen) or int(start_epoch or 0) > 0:
+            return True
+    return False
 
 
 class UnknownFamilyError(ReenactError, KeyError):
