@@ -67,13 +67,16 @@ class OptimiserGroups:
 
     def __init__(
         self,
-        names: list[str],
+        params: dict[str, list[nn.Parameter]],
         lr: dict[str, float] | None,
         groups: dict[str, dict[str, Any]] | None,
         optimizer: OptimizerFactory | None,
         scheduler: SchedulerFactory | None,
     ) -> None:
-        self.names = list(names)
+        """``params``: every group's parameters (a partition), the family's groups first. A frozen group's
+        parameters get ``requires_grad=False`` here: no gradient is ever computed for them."""
+        self.params = params
+        self.names = list(params)
         self.options = {name: GroupOptions.from_config(name, options)
                         for name, options in _group_configs(groups, self.names).items()}
         self.trained = [name for name in self.names if not self.options[name].frozen]
@@ -89,6 +92,11 @@ class OptimiserGroups:
         self.optimizer_factory = optimizer or functools.partial(torch.optim.Adam, betas=(0.5, 0.999))
         self.scheduler_factory = scheduler
         self._check_factories()
+        for parameter in self.frozen_parameters():
+            parameter.requires_grad_(False)
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        return [p for name in self.names if self.options[name].frozen for p in self.params[name]]
 
     def _check_factories(self) -> None:
         """Build every configured optimiser and scheduler once on a throwaway parameter, so that a bad value
@@ -100,19 +108,12 @@ class OptimiserGroups:
             if make_scheduler is not None:
                 make_scheduler(optimizer)
 
-    def freeze(self, params: dict[str, list[nn.Parameter]]) -> None:
-        """No gradient is ever computed for a frozen group's parameters."""
-        for name in self.names:
-            if self.options[name].frozen:
-                for parameter in params[name]:
-                    parameter.requires_grad_(False)
-
-    def build(self, params: dict[str, list[nn.Parameter]]) -> tuple[list[torch.optim.Optimizer], list[Any]]:
+    def build(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
         """One optimiser (and scheduler) per trained group, in the order of :attr:`trained`."""
         optimizers, schedulers = [], []
         for name in self.trained:
             options = self.options[name]
-            optimizer = (options.optimizer or self.optimizer_factory)(params[name], lr=self.lr[name])
+            optimizer = (options.optimizer or self.optimizer_factory)(self.params[name], lr=self.lr[name])
             optimizers.append(optimizer)
             make_scheduler = options.scheduler or self.scheduler_factory
             if make_scheduler is not None:
@@ -155,6 +156,11 @@ def frozen_modules(root: nn.Module, frozen: Iterable[nn.Parameter]) -> list[nn.M
     return found
 
 
+def as_list(schedulers: Any) -> list[Any]:
+    """Lightning's ``lr_schedulers()``: None, one scheduler or a list -> a list."""
+    return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
+
+
 def apply_epoch_schedules(schedulers: list[Any], epoch: int) -> None:
     """At an epoch start, closed-form schedules set the rate from their curve (so a resumed run follows the
     uninterrupted run's curve, and one resumed with a longer schedule stretches it)."""
@@ -163,9 +169,12 @@ def apply_epoch_schedules(schedulers: list[Any], epoch: int) -> None:
             scheduler.apply(epoch)
 
 
-def schedule_ends_training(schedulers: list[Any], epoch: int) -> bool:
-    """Whether a schedule with ``stop_at_end`` ends with this epoch."""
-    return any(isinstance(s, EpochSchedule) and s.ends_training(epoch) for s in schedulers)
+def step_schedules(schedulers: list[Any], epoch: int) -> bool:
+    """At an epoch end, step every scheduler; True when a schedule with ``stop_at_end`` ends with this epoch."""
+    ends = any(isinstance(s, EpochSchedule) and s.ends_training(epoch) for s in schedulers)
+    for scheduler in schedulers:
+        scheduler.step()
+    return ends
 
 
 def _group_configs(groups: dict[str, dict[str, Any]] | None, names: list[str]) -> dict[str, dict[str, Any]]:

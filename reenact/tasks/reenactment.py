@@ -1,13 +1,11 @@
-"""The one LightningModule of reenact: trains any model family with manual optimisation.
+"""The one LightningModule of reenact: trains any model family, through the contract of
+:class:`reenact.families.base.ReenactmentFamily`, with manual optimisation.
 
-The model preset decides the ``network`` (a :class:`reenact.families.base.ReenactmentFamily`), the generator
-``objective`` (weighted loss terms, :mod:`reenact.losses.terms`) and the ``discriminator``, built only when a listed
-term needs one. The task knows families only through that contract. Per step: one generator forward and backward,
-one optimiser step per trained group the family names (:mod:`reenact.tasks.optimisation`: groups that start late,
-frozen groups, clipping), then, with a discriminator, one discriminator step on detached predictions. The speed
-switches (``channels_last``, ``nnpack``, ``compile``) are :class:`reenact.utils.performance.PerformanceSettings`;
-``init_from`` is read by :func:`reenact.checkpoints.initialise_from`; PreciseBN (``precise_bn_batches``) is a callback
-the training entry point adds. Validation: :mod:`reenact.tasks.validation`.
+The model preset gives the ``network``, the generator ``objective`` (weighted loss terms) and the ``discriminator``,
+built only when a listed term needs one. Per step: one generator forward and backward, one step per trained optimiser
+group (:mod:`reenact.tasks.optimisation`), then, with a discriminator, one discriminator step on detached predictions.
+Validation: :mod:`reenact.tasks.validation`; speed switches: :mod:`reenact.utils.performance`; ``init_from``:
+:func:`reenact.checkpoints.initialise_from`. PreciseBN (``precise_bn_batches``) is added by the training entry point.
 """
 
 from __future__ import annotations
@@ -28,9 +26,10 @@ from reenact.tasks.optimisation import (
     DISCRIMINATOR,
     OptimiserGroups,
     apply_epoch_schedules,
+    as_list,
     frozen_modules,
     is_int_at_least,
-    schedule_ends_training,
+    step_schedules,
 )
 from reenact.tasks.validation import reconstruct_video, validation_errors
 from reenact.utils.performance import PerformanceSettings
@@ -80,12 +79,12 @@ class ReenactmentTask(LightningModule):
         self.discriminator = discriminator() if objective.uses_discriminator else None
         if gan_kind not in GAN_KINDS:
             raise ValueError(f"model.gan_kind: unknown GAN loss '{gan_kind}' (expected 'lsgan' or 'hinge')")
-        names = list(network.optimizer_groups()) + ([DISCRIMINATOR] if self.discriminator is not None else [])
-        self.groups = OptimiserGroups(names, lr, groups, optimizer, scheduler)
-        self.groups.freeze(self._group_parameters())
+        params = dict(network.optimizer_groups())
+        if self.discriminator is not None:
+            params[DISCRIMINATOR] = list(self.discriminator.parameters())
+        self.groups = OptimiserGroups(params, lr, groups, optimizer, scheduler)
         # kept in eval mode from now on (see train()): their BatchNorm statistics stay as they are
-        self.frozen_modules = frozen_modules(self, (p for name, params in self._group_parameters().items()
-                                                    if self.groups.options[name].frozen for p in params))
+        self.frozen_modules = frozen_modules(self, self.groups.frozen_parameters())
         self.train(self.training)
         self.val_chunk_frames = val_chunk_frames
         if not is_int_at_least(precise_bn_batches, 0):
@@ -99,24 +98,16 @@ class ReenactmentTask(LightningModule):
         num_sources = (data_config or {}).get("num_sources", 1)
         if isinstance(num_sources, int) and num_sources > 1:
             network.check_sources(num_sources)  # one line when the family renders from one source only
-        # global step of the last validation (None before the first): the entry point validates the final weights
-        # when training stopped between validation epochs (time cap, schedule end)
+        # the step of the last validation: the entry point validates the final weights when training stopped between
+        # validation epochs (time cap, schedule end)
         self.validated_at_step: int | None = None
-
-    # ------------------------------------------------------------------ optimisation
-    def _group_parameters(self) -> dict[str, list[nn.Parameter]]:
-        params = dict(self.network.optimizer_groups())
-        if self.discriminator is not None:
-            params[DISCRIMINATOR] = list(self.discriminator.parameters())
-        return params
 
     @property
     def optimizer_names(self) -> list[str]:
-        """Every optimiser group: the family's, then ``discriminator`` when one is built."""
-        return self.groups.names
+        return self.groups.names  # the family's groups, then ``discriminator`` when one is built
 
     def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[Any]]:
-        return self.groups.build(self._group_parameters())
+        return self.groups.build()
 
     def train(self, mode: bool = True) -> ReenactmentTask:
         super().train(mode)
@@ -124,14 +115,8 @@ class ReenactmentTask(LightningModule):
             module.eval()
         return self
 
-    def _schedulers(self) -> list[Any]:
-        schedulers = self.lr_schedulers()
-        if schedulers is None:
-            return []
-        return schedulers if isinstance(schedulers, list) else [schedulers]
-
     def on_train_epoch_start(self) -> None:
-        apply_epoch_schedules(self._schedulers(), self.current_epoch)
+        apply_epoch_schedules(as_list(self.lr_schedulers()), self.current_epoch)
 
     @property
     def training_step_index(self) -> int:
@@ -144,12 +129,9 @@ class ReenactmentTask(LightningModule):
         return (self.seed * 1_000_003 + self.global_rank * 7919 + self.current_epoch * 100_003 + batch_idx) % 2**63
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        by_name = dict(zip(self.groups.trained, optimizers, strict=True))
+        by_name = dict(zip(self.groups.trained, as_list(self.optimizers()), strict=True))
         source = batch["source"]
         devices = [source.device] if source.device.type == "cuda" else []
-
         self.network.set_progress(self.training_step_index, self.current_epoch)
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self._step_seed(batch_idx))
@@ -164,7 +146,6 @@ class ReenactmentTask(LightningModule):
         self.manual_backward(total)
         for name in generator_groups:
             self._clip_and_step(name, by_name[name])
-
         logged = {f"train/{k}": v.detach() for k, v in losses.items()}
         if DISCRIMINATOR in by_name:  # a discriminator that is built and not frozen
             by_name[DISCRIMINATOR].zero_grad(set_to_none=True)
@@ -181,14 +162,10 @@ class ReenactmentTask(LightningModule):
         self.groups.clip_and_step(name, optimizer, self.current_epoch, scaler)
 
     def on_train_epoch_end(self) -> None:
-        schedulers = self._schedulers()
-        if schedule_ends_training(schedulers, self.current_epoch) and not self.trainer.should_stop:
+        if step_schedules(as_list(self.lr_schedulers()), self.current_epoch) and not self.trainer.should_stop:
             log.info("the learning-rate schedule ends at epoch %d: stopping", self.current_epoch + 1)
             self.trainer.should_stop = True
-        for scheduler in schedulers:
-            scheduler.step()
 
-    # ------------------------------------------------------------------ validation
     def reconstruct_video(self, video: torch.Tensor, source_frames: tuple[int, ...] = (0,)) -> torch.Tensor:
         """video (T, 3, H, W) in [0, 1] -> each frame reconstructed from ``source_frames`` (T, 3, H', W')."""
         return reconstruct_video(self.network, video, self.val_chunk_frames, source_frames)
@@ -201,15 +178,13 @@ class ReenactmentTask(LightningModule):
         if not self.trainer.sanity_checking:
             self.validated_at_step = self.global_step
 
-    # ------------------------------------------------------------------ checkpoints
     def setup(self, stage: str) -> None:
         networks = [self.network] + ([self.discriminator] if self.discriminator is not None else [])
         self.performance.apply(networks, [self], self.compiled_modules())
 
     def compiled_modules(self) -> list[nn.Module]:
-        """What ``compile=true`` compiles: each network of the family (its direct children), the discriminator and the
-        objective's frozen feature extractors. Each is compiled on its own, so the task's Python (loss terms, motion
-        dicts, the equivariance transform's double backward) stays eager."""
+        """What ``compile=true`` compiles, each on its own (the task's Python stays eager): the family's networks (its
+        direct children), the discriminator and the objective's frozen feature extractors."""
         modules = [child for child in self.network.children() if any(True for _ in child.parameters())]
         if self.discriminator is not None:
             modules.append(self.discriminator)
@@ -220,8 +195,5 @@ class ReenactmentTask(LightningModule):
             log.info(initialise_from(self.network, self.discriminator, self.init_from))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["reenact"] = {
-            "family": self.network.family,
-            "model_config": self.model_config,
-            "data_config": self.data_config,
-        }
+        meta = {"family": self.network.family, "model_config": self.model_config, "data_config": self.data_config}
+        checkpoint["reenact"] = meta
