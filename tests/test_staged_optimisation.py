@@ -42,6 +42,17 @@ class ParameterSnapshots(Callback):
         self._take(pl_module)
 
 
+class KeepTaskState(Callback):
+    """The network's state dicts when training starts."""
+
+    seen: dict[str, Any] = {}
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        network = pl_module.network
+        KeepTaskState.seen["state"] = {k: v.clone() for k, v in network.kp_detector.state_dict().items()}
+        KeepTaskState.seen["generator"] = {k: v.clone() for k, v in network.generator.state_dict().items()}
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
@@ -55,13 +66,31 @@ def changed(before: list[torch.Tensor], after: list[torch.Tensor]) -> bool:
     return any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
-def test_a_frozen_group_keeps_its_parameters_while_the_others_train(tmp_path: Path, cache_dir: Path) -> None:
-    _, objects = run(train_config(tmp_path, cache_dir, [*COMMON, "trainer.max_epochs=1",
-                                                        "++model.groups.kp_detector.frozen=true"]))
+def test_a_frozen_group_keeps_its_parameters_and_statistics_and_needs_no_rate(tmp_path: Path,
+                                                                             cache_dir: Path) -> None:
+    """A frozen group (a second stage with the rest fixed) keeps its weights and its BatchNorm running statistics,
+    through training steps and PreciseBN, while the others train; it needs no learning rate."""
+    overrides = [*COMMON, "trainer.max_epochs=2", "trainer.limit_val_batches=1", "model.precise_bn_batches=2",
+                 "++model.groups.kp_detector.frozen=true", "~model.lr.kp_detector",
+                 "+callbacks.keep_task={_target_: tests.test_staged_optimisation.KeepTaskState}"]
+    KeepTaskState.seen.clear()
+    _, objects = run(train_config(tmp_path, cache_dir, overrides))
     assert objects["trainer"].global_step > 0
-    start, end = snapshots(objects)
+    start, _, end = snapshots(objects)
     assert not changed(start["kp_detector"], end["kp_detector"])
     assert changed(start["generator"], end["generator"])
+    before, network = KeepTaskState.seen["state"], objects["task"].network
+    statistics = [k for k in before if "running_" in k]
+    assert statistics, "the FOMM keypoint detector has BatchNorm statistics"
+    after = network.kp_detector.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and running statistics, bit for bit
+    generator_bn = [k for k, v in network.generator.state_dict().items() if "running_mean" in k]
+    assert generator_bn and any(not torch.equal(KeepTaskState.seen["generator"][k], network.generator.state_dict()[k])
+                                for k in generator_bn), "the trained group's statistics do move"
+    task = objects["task"]
+    assert task.frozen_modules == [network.kp_detector]
+    task.train()  # as Lightning does after each validation: the frozen detector stays in eval mode
+    assert not any(m.training for m in network.kp_detector.modules()) and network.generator.training
 
 
 def test_a_group_with_a_later_start_epoch_waits_for_it(tmp_path: Path, cache_dir: Path) -> None:
@@ -134,35 +163,6 @@ def test_group_errors_stop_a_training_run_as_user_errors(tmp_path: Path, cache_d
     with pytest.raises(USER_ERRORS, match=r"model.groups names \['nope'\]") as error:
         run(train_config(tmp_path, cache_dir, ["++model.groups.nope.frozen=true"]))
     assert "\n" not in _one_line(error.value)
-
-
-def batchnorm_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: buffer.detach().clone() for name, buffer in module.named_buffers()
-            if name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")}
-
-
-def test_a_frozen_group_keeps_its_batchnorm_statistics_and_needs_no_learning_rate(
-    tmp_path: Path, cache_dir: Path
-) -> None:
-    # a second stage: the keypoint detector fixed (no lr entry for it), with PreciseBN and a validation every epoch
-    overrides = [*COMMON[:1], *COMMON[2:], "trainer.max_epochs=2", "trainer.limit_val_batches=1",
-                 "model.precise_bn_batches=1", "++model.groups.kp_detector.frozen=true", "~model.lr.kp_detector"]
-    cfg = train_config(tmp_path, cache_dir, overrides)
-    assert "kp_detector" not in cfg.model.lr
-    task = instantiate(cfg.model, _partial_=True)(model_config={}, data_config={})
-    before = batchnorm_buffers(task.network.kp_detector)
-    assert before and all(not m.training for m in task.network.kp_detector.modules())
-    _, objects = run(cfg)
-    task = objects["task"]
-    assert objects["trainer"].current_epoch == 2 and task.optimizer_names == ["kp_detector", "generator"]
-    after = batchnorm_buffers(task.network.kp_detector)
-    generator = batchnorm_buffers(task.network.generator)
-    # same initial statistics as a fresh task (BatchNorm starts at mean 0, var 1), unchanged by 2 epochs and PreciseBN
-    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
-    assert any(name.endswith("num_batches_tracked") and int(value) > 0 for name, value in generator.items())
-    task.train()  # Lightning's train() after each validation: the frozen detector stays in eval mode
-    assert all(not m.training for m in task.network.kp_detector.modules()) and task.network.generator.training
-    assert task.frozen_modules == [task.network.kp_detector]
 
 
 def test_set_progress_sees_the_step_and_epoch_also_after_a_resume(

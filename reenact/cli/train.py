@@ -101,8 +101,9 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer_cfg = cfg.trainer
     if trainer_cfg.get("strategy") == "ddp" and parameters_may_go_unused(
-        task.network, task.groups.options, task.discriminator is not None
-    ):  # e.g. a group that starts late, or the discriminator's parameters in the generator pass
+            task.network, task.groups.options, has_discriminator=task.discriminator is not None):
+        # Some parameters get no gradient in some steps (the discriminator's in the generator pass, a group that
+        # is frozen or starts late, a network the family uses in one stage only): DDP must look for them.
         trainer_cfg = OmegaConf.merge(trainer_cfg, {"strategy": "ddp_find_unused_parameters_true"})
     if trainer_cfg.get("sync_batchnorm") and trainer_cfg.get("accelerator") == "cpu":
         log.warning("SyncBatchNorm needs GPUs; training on CPU with per-process BatchNorm statistics")

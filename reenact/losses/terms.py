@@ -26,9 +26,9 @@ from reenact.utils.config_check import ConfigError
 from reenact.utils.finite import NonFiniteError
 
 
-class MissingOutputError(ConfigError):
-    """A listed loss term reads an output the model family does not give (the preset lists a term that does not
-    fit its family)."""
+class ObjectiveError(ConfigError):
+    """A listed loss term that cannot work with the family it trains (an output or keypoints it lacks): the preset
+    lists a term that does not fit its family."""
 
 
 class LossContext:
@@ -163,7 +163,7 @@ class Objective(nn.Module):
         for name, term in self.terms.items():
             missing = [key for key in term.reads if output.get(key) is None]
             if missing:
-                raise MissingOutputError(
+                raise ObjectiveError(
                     f"objective.terms.{name} reads {', '.join(missing)}, which the {family!r} family does not output"
                 )
 
