@@ -75,7 +75,7 @@ def liveportrait() -> ReenactmentFamily:
 
 
 def animate(ckpt: Path, source: Path, driving: Path, output: Path, *overrides: str) -> list:
-    from reenact.animate import run
+    from reenact.cli.animate import run
 
     cfg = compose_config("animate", [f"ckpt_path={ckpt}", f"source={source}", f"driving={driving}",
                                      f"output={output}", f"paths.output_dir={output.parent}", "progress=false",

@@ -169,8 +169,8 @@ def test_animate_and_evaluate_stop_on_a_zero_byte_checkpoint_with_one_line(
 ) -> None:
     """torch.load's message for an empty file is empty: the one line must still say what is wrong. The CLIs print
     ``one_line`` of what ``run``/``evaluate`` raise and exit 2 (the subprocess test below shows that plumbing)."""
-    from reenact.animate import run as animate
     from reenact.api import CheckpointError
+    from reenact.cli.animate import run as animate
     from reenact.cli.evaluate import evaluate
     from reenact.utils.messages import one_line
 

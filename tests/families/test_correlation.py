@@ -304,7 +304,7 @@ def test_fomm_with_correlation_refinement_starts_from_its_own_flow() -> None:
 def test_warp_entry_point_writes_the_warped_image_and_the_flow(correlation_task, tmp_path: Path) -> None:
     from PIL import Image
 
-    from reenact.warp import run
+    from reenact.cli.warp import run
 
     checkpoint = {"state_dict": correlation_task.state_dict()}
     correlation_task.on_save_checkpoint(checkpoint)
@@ -322,7 +322,7 @@ def test_warp_entry_point_writes_the_warped_image_and_the_flow(correlation_task,
         assert warped.size == (80, 80) and flow.size == (80, 80)  # the content image's resolution
     assert result["flow"] == tmp_path / "out" / "warped_flow.png"
 
-    from reenact.warp import WarpInputError
+    from reenact.cli.warp import WarpInputError
 
     missing = compose_config("warp", [f"ckpt_path={path}", f"content={tmp_path / 'nope.png'}",
                                       f"geometry={geometry}", f"output={tmp_path / 'x.png'}",
