@@ -1,11 +1,11 @@
-"""Warp accuracy of learned correlation warping trained with the seed's self-supervised loss only.
+"""Warp accuracy of learned correlation warping trained with Liu et al.'s self-supervised loss only.
 
     python benchmarks/warp_accuracy.py --size 64 --steps 800 --threads 1 --test-pairs 32
     python benchmarks/warp_accuracy.py ... --match-window 0 --smoothing 0 --sharpness 3   # the global soft-argmax
-    python benchmarks/warp_accuracy.py --size 256 --extractor vgg --vgg-weights vgg19.pth   # the seed's features
+    python benchmarks/warp_accuracy.py --size 256 --extractor vgg --vgg-weights vgg19.pth   # the paper's features
 
 Real frames from ../shared/data/faces/ (centre square, resized to --size) are warped by random affine + thin-plate
-transforms in the seed's ranges (scale 0.75-1.25, rotation ±15°, shear ±15°, translation ±0.4 of the half-width,
+transforms in the paper's ranges (scale 0.75-1.25, rotation ±15°, shear ±15°, translation ±0.4 of the half-width,
 3x3 TPS control points moved by ±0.1). The correlation refiner (trainable feature encoder, warp network f, K
 iterations) learns to warp the frame to its transformed copy from the search-window loss alone: no ground-truth
 flow is ever used in training. f's matching path is a soft-argmax over a 5x5 window of source cells (0: the whole
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=3, help="K refinement iterations")
     parser.add_argument("--window", type=int, default=9)
-    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (1: the seed's)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (1: the paper's)")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--frames", type=int, default=24, help="frames per training video")
     parser.add_argument("--test-pairs", type=int, default=64)

@@ -1,9 +1,9 @@
 """Reading reenact checkpoints as data: the layer below both the training task and the user API.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: a checkpoint is data, never code. Every failure is a
-one-line :class:`CheckpointError` naming the file. Checkpoints written before the model families moved into
-``reenact.families`` name their networks by the old module paths; :func:`stored_network_config` maps those to the
-current ones, so they keep loading.
+one-line :class:`CheckpointError` naming the file. A checkpoint names its networks by module path (``_target_``);
+:data:`LEGACY_TARGETS` maps the paths of classes that have moved to their current ones (:func:`upgrade_targets`), so
+every checkpoint reenact wrote keeps loading.
 """
 
 from __future__ import annotations

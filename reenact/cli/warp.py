@@ -1,7 +1,7 @@
 """Warp one image to another's geometry: ``python -m reenact.warp ckpt_path=CKPT content=a.jpg geometry=b.jpg
 output=out.png``.
 
-The seed's own use of learned correlation warping (../shared/seeds/004, module D): the network's warp field between
+Learned correlation warping used as in its paper (Liu et al., CVPR 2021, module D): the network's warp field between
 ``content`` (the image warped) and ``geometry`` (the image whose geometry it takes), computed at the checkpoint's
 frame size, is applied to the content image at its own resolution. Beside the output goes a picture of the flow
 (hue: direction, brightness: length, relative to the longest displacement). Any checkpoint whose family renders

@@ -40,7 +40,9 @@ What a family provides:
   when it can be).
 
 Families register themselves with :func:`register_family` under the name that configs (``model.family``) and
-checkpoints carry.
+checkpoints carry. The registry finds them without a list: the first lookup imports every package under
+``reenact/families/`` and every entry point of the ``reenact.families`` group (installed packages outside reenact).
+Helpers on a motion (slicing, joining, moving) are in :mod:`reenact.families.motion`.
 """
 
 from __future__ import annotations

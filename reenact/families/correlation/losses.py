@@ -1,4 +1,5 @@
-"""The search-window loss of learned correlation warping (the seed's self-supervised loss, no ground-truth flow).
+"""The search-window loss of learned correlation warping (Liu et al.'s self-supervised loss, no ground-truth
+flow).
 
 A family whose flow comes from (or is refined by) :class:`reenact.families.correlation.refiner.CorrelationRefiner`
 outputs ``warped_features`` (the source's feature field re-extracted after the final warp) and ``target_features``

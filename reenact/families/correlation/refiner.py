@@ -1,4 +1,5 @@
-"""Iterative correlation warping: the seed's module D with its refinement loop.
+"""Iterative correlation warping: module D of Liu et al. ("Learning to Warp for Style Transfer", CVPR 2021) with its
+refinement loop.
 
     w_0            the initial field: the identity, or a family's own flow (FOMM's dense motion)
     w_i − w_{i−1} = f(M(w_{i−1}(F_c), F_g))        i = 1..K

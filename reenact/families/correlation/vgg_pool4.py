@@ -1,8 +1,9 @@
-"""VGG19 up to pool4, L2-normalised: the seed's feature field for correlation warping (16x16 at 256x256).
+"""VGG19 up to pool4, L2-normalised: the feature field of Liu et al.'s correlation warping (16x16 at
+256x256).
 
 ImageNet weights come from a local file (``weights_path``: a full torchvision vgg19 state dict or a features-only
 one); without one the network keeps torchvision's random initialisation, which is only good for tests. With weights
-the network is frozen by default, as in the seed. The weights are part of the state dict (a checkpoint then holds
+the network is frozen by default, as in the paper. The weights are part of the state dict (a checkpoint then holds
 what it was trained with).
 """
 

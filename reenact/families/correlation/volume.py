@@ -1,13 +1,13 @@
 """Feature correlation for learned warping (Liu et al., "Learning to Warp for Style Transfer", CVPR 2021: the
-geometric warping module D; ../shared/seeds/004).
+geometric warping module D).
 
 Two feature fields, F_c of the image to be warped (the source, "content") and F_g of the image whose geometry it must
 take (the driving frame, "geometry"), each L2-normalised per position, are compared position by position:
 
     M(i,j,k,l) = <F_c(i,j), F_g(k,l)> / sqrt( Σ_{p,q} <F_c(i,j), F_g(p,q)>² )
 
-(:func:`correlation_volume`), exactly the seed's normalisation. The warp network f (:mod:`warp_network`) maps M to a
-displacement field; :mod:`correlation_refiner` iterates it. :func:`search_window_loss` is the seed's
+(:func:`correlation_volume`), exactly the paper's normalisation. The warp network f (:mod:`.warp_network`) maps M to a
+displacement field; :mod:`.refiner` iterates it. :func:`search_window_loss` is the paper's
 self-supervised loss, which needs no ground-truth flow.
 
 Everything here runs in float32 even under autocast: the normalised correlations differ in their third decimal.
@@ -27,7 +27,7 @@ def l2_normalise(features: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def correlation_volume(source_features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
-    """M of the seed: (B, C, hc, wc), (B, C, hg, wg) -> (B, hc, wc, hg, wg) in float32.
+    """The paper's M: (B, C, hc, wc), (B, C, hg, wg) -> (B, hc, wc, hg, wg) in float32.
 
     M[b, i, j, k, l] = <F_c(i,j), F_g(k,l)> / sqrt(Σ_{p,q} <F_c(i,j), F_g(p,q)>²): every source position's
     correlations with all target positions, divided by their root sum of squares (so Σ_{k,l} M² = 1 per (i, j)).
@@ -58,7 +58,7 @@ def window_offsets(window: int, device: torch.device | None = None) -> torch.Ten
 def search_window_loss(
     warped_features: torch.Tensor, target_features: torch.Tensor, window: int = 9, temperature: float = 1.0
 ) -> torch.Tensor:
-    """The seed's self-supervised warp loss, averaged over positions and the batch.
+    """The paper's self-supervised warp loss, averaged over positions and the batch.
 
     warped_features w(F_c) (B, C, h, w): the source's features re-extracted after warping; target_features F_g
     (B, C, h, w). With M = :func:`correlation_volume` (w(F_c), F_g) and, for each position m, N_m the
@@ -68,11 +68,11 @@ def search_window_loss(
         L = − mean_m log p(m, m)
 
     i.e. after a correct warp the warped source feature at m is classified as the target feature at the same
-    position m, against every other target feature of its search window. The seed writes the sum over n ∈ N_m
+    position m, against every other target feature of its search window. The paper writes the sum over n ∈ N_m
     with the positive pair left implicit; taken literally (every n of the window as a positive) the loss is
-    minimised by a flat window whatever the warp, so the positive is the centre, as the seed's "the two features
-    should be classified together" describes. The seed sums over m; the mean keeps the weight independent of the
-    field's size. T = 1 is the seed's softmax of M itself.
+    minimised by a flat window whatever the warp, so the positive is the centre, as the paper's "the two features
+    should be classified together" describes. The paper sums over m; the mean keeps the weight independent of the
+    field's size. T = 1 is the paper's softmax of M itself.
     """
     if warped_features.shape != target_features.shape:
         raise ValueError(f"warped {tuple(warped_features.shape)} and target {tuple(target_features.shape)} "
