@@ -31,7 +31,6 @@ from reenact.families.liveportrait.convert import convert_liveportrait, convert_
 from reenact.families.liveportrait.warping_network import WarpingNetwork
 from reenact.layers.geometry import make_coordinate_grid
 from reenact.utils.hydra_utils import compose_config, to_plain
-from tests.helpers.commands import exit_status
 from tests.helpers.configs import train_config
 
 Layout = dict[str, tuple[int, ...]]
@@ -437,12 +436,12 @@ def test_bad_files_fail_with_one_clear_error(tmp_path: Path, capsys: pytest.Capt
     folder = tmp_path / "lp"
     liveportrait_folder(folder)
     (folder / "spade_generator.pth").unlink()
-    assert exit_status(convert_cli, ["liveportrait", str(folder), str(tmp_path / "x.ckpt"), "--preset",
+    assert convert_cli(["liveportrait", str(folder), str(tmp_path / "x.ckpt"), "--preset",
                                       "liveportrait_small"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "spade_generator{.pth,.safetensors}" in err and "\n" not in err
     torch.save({"net": nn.Linear(2, 2)}, tmp_path / "pickled.pth")  # code, not data: refused
-    assert exit_status(convert_cli, ["fomm", str(tmp_path / "pickled.pth"), str(tmp_path / "y.ckpt")]) == 2
+    assert convert_cli(["fomm", str(tmp_path / "pickled.pth"), str(tmp_path / "y.ckpt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot read ") and "pickled.pth" in err and "\n" not in err
     assert "refuses to unpickle code" in err and "weights_only=True" in err
@@ -472,7 +471,7 @@ def test_unreadable_safetensors_fail_with_one_line(tmp_path: Path, capsys: pytes
         load_state_file(tmp_path / "absent.safetensors")
 
     good.write_bytes(bad["truncated"])
-    assert exit_status(convert_cli, ["liveportrait", str(folder), str(tmp_path / "x.ckpt"), "--preset",
+    assert convert_cli(["liveportrait", str(folder), str(tmp_path / "x.ckpt"), "--preset",
                                       "liveportrait_small"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot read ") and "warping_module.safetensors" in err and "\n" not in err

@@ -19,7 +19,6 @@ from reenact.face.detection import FaceBox
 from reenact.prepare import PrepareUsageError
 from reenact.prepare.sources import ClipRow, person_of_chunk, read_talkinghead_tubes, read_vox_metadata, resolve_clip
 from reenact.prepare.tubes import TubeRules, select_tubes, track_tubes
-from tests.helpers.commands import exit_status
 
 VOX_HEADER = "video_id,start,end,bbox,fps,width,height,partition,person_id\n"
 
@@ -244,18 +243,16 @@ def test_talkinghead_png_frame_folders_with_two_workers(vox_setup: dict) -> None
 
 
 def test_usage_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = exit_status(main, ["voxceleb", "--metadata", str(tmp_path / "nope.csv"), "--raw", str(tmp_path),
-                              str(tmp_path / "o")])
+    code = main(["voxceleb", "--metadata", str(tmp_path / "nope.csv"), "--raw", str(tmp_path), str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and err.strip().count("\n") == 0 and "metadata file not found" in err
     assert not (tmp_path / "o").exists()  # nothing is created before the input is known to be usable
     (tmp_path / "empty").mkdir()
-    assert exit_status(main, ["folder", str(tmp_path / "empty"), str(tmp_path / "o")]) == 2
+    assert main(["folder", str(tmp_path / "empty"), str(tmp_path / "o")]) == 2
     assert "no videos" in capsys.readouterr().err
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.mp4").write_bytes(b"")
-    assert exit_status(main, ["folder", str(tmp_path / "in"), str(tmp_path / "o"), "--test-videos", "a,b",
-                              "--cropped"]) == 2
+    assert main(["folder", str(tmp_path / "in"), str(tmp_path / "o"), "--test-videos", "a,b", "--cropped"]) == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "--test-videos: no video b in" in err
 

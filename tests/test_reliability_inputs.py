@@ -322,7 +322,7 @@ def test_prepare_refuses_an_output_folder_it_cannot_write(tmp_path: Path, capsys
 
 
 def test_prepare_cleans_stale_temporaries_at_start_finish_and_on_failure(tmp_path: Path, monkeypatch) -> None:
-    from reenact.prepare import cli
+    from reenact.cli import prepare as cli
 
     out = tmp_path / "out"
     stale = [out / "train" / ".a#b#000000#000064.mp4.0123abcd.tmp",  # a clip being encoded when killed

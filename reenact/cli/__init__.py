@@ -21,8 +21,9 @@ Each command runs its work inside :func:`user_errors`: an error that means "the 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 from reenact.errors import USER_ERRORS
 from reenact.utils.messages import one_line
@@ -30,22 +31,38 @@ from reenact.utils.messages import one_line
 EXIT_USER_ERROR = 2
 
 
-@contextmanager
-def user_errors(
-    describe: Callable[[BaseException], str] = one_line,
-    on_error: Callable[[], None] | None = None,
-    also: tuple[type[BaseException], ...] = (),
-) -> Iterator[None]:
-    """Report a user error raised inside the block as one line on stderr and exit with status 2.
+class user_errors(AbstractContextManager):  # noqa: N801 (used as ``with user_errors():``, like a function)
+    """Report a user error raised inside the block as one line on stderr, ``error: ...``, and exit with status 2.
 
     ``describe`` turns the error into that line (by default its first line, with wrappers such as Hydra's
     InstantiationException removed); ``on_error`` runs first (e.g. to remove a run folder the failed start made);
-    ``also`` names further errors that mean a user mistake for this command (an unwritable output path).
+    ``also`` names further errors that mean a user mistake for this command (an unwritable output path). With
+    ``exit=False`` the error is reported and swallowed and :attr:`status` is 2, for a ``main(argv) -> int``
+    that returns its exit status::
+
+        with user_errors(exit=False) as reported:
+            report = run(argv)
+        if reported.status:
+            return reported.status
     """
-    try:
-        yield
-    except (*USER_ERRORS, *also) as exc:
-        if on_error is not None:
-            on_error()
-        print(f"error: {describe(exc)}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+
+    def __init__(
+        self,
+        describe: Callable[[BaseException], str] = one_line,
+        on_error: Callable[[], None] | None = None,
+        also: tuple[type[BaseException], ...] = (),
+        exit: bool = True,
+    ) -> None:
+        self.describe, self.on_error, self.also, self.exit = describe, on_error, also, exit
+        self.status = 0
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> bool:
+        if error is None or not isinstance(error, (*USER_ERRORS, *self.also)):
+            return False
+        if self.on_error is not None:
+            self.on_error()
+        print(f"error: {self.describe(error)}", file=sys.stderr)
+        self.status = EXIT_USER_ERROR
+        if self.exit:
+            sys.exit(EXIT_USER_ERROR)
+        return True

@@ -45,11 +45,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     convert, default_preset = converters()[args.format]
-    with user_errors(first_line, also=(OSError,)):  # ConversionError is a ReenactError; OSError: the paths given
+    # ConversionError is a ReenactError; OSError: the paths given
+    with user_errors(first_line, also=(OSError,), exit=False) as reported:
         report = convert(
             args.source, args.out, preset=args.preset or default_preset, overrides=args.overrides,
             frame_size=args.frame_size,
         )
+    if reported.status:
+        return reported.status
     print("\n".join(report.lines()))
     return 0
 

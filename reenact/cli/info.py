@@ -51,8 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if {"-h", "--help"} & set(overrides):
         print(__doc__.strip())
         return 0
-    with user_errors():
+    with user_errors(exit=False) as reported:
         rows = parameter_table(overrides)
+    if reported.status:
+        return reported.status
     preset = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), "default")
     print(f"model={preset}")
     width = max(len(r[0]) for r in rows) + 2

@@ -232,7 +232,9 @@ def run(args: Sequence[str]) -> PrepareReport:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    with user_errors(first_line):  # PrepareUsageError, VideoError, ConfigError...: one line
+    with user_errors(first_line, exit=False) as reported:  # PrepareUsageError, VideoError, ConfigError...
         report = run(sys.argv[1:] if argv is None else argv)
+    if reported.status:
+        return reported.status
     print(report.summary())
     return 0
