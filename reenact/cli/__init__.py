@@ -20,13 +20,15 @@ Each command runs its work inside :func:`user_errors`: an error that means "the 
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from reenact.errors import USER_ERRORS
-from reenact.utils.messages import one_line
+from reenact.utils.config_check import ConfigError
+from reenact.utils.messages import first_line, one_line
 
 EXIT_USER_ERROR = 2
 
@@ -66,3 +68,27 @@ class user_errors(AbstractContextManager):  # noqa: N801 (used as ``with user_er
         if self.exit:
             sys.exit(EXIT_USER_ERROR)
         return True
+
+
+def check_override_syntax(argv: Sequence[str]) -> None:
+    """An override Hydra's grammar cannot parse (a path with a space, unquoted) as one line, exit status 2, instead
+    of Hydra's five-line block (:func:`reenact.utils.hydra_utils.override_syntax_error` says how to quote it)."""
+    from reenact.utils.hydra_utils import override_syntax_error
+
+    with user_errors(first_line):
+        message = override_syntax_error(argv)
+        if message is not None:
+            raise ConfigError(message)
+
+
+def with_override_check(hydra_main: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a ``@hydra.main`` function so that run as a command it checks the overrides first
+    (:func:`check_override_syntax`)."""
+
+    @functools.wraps(hydra_main)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs:  # called as a command (the console script or ``python -m``)
+            check_override_syntax(sys.argv[1:])
+        return hydra_main(*args, **kwargs)
+
+    return checked

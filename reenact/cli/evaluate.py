@@ -25,7 +25,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from reenact.cli import user_errors
+from reenact.cli import user_errors, with_override_check
 from reenact.metrics.sources import EvaluationInputError
 from reenact.utils.config_check import check_instantiable
 from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE
@@ -231,6 +231,7 @@ def _plain_config(cfg: DictConfig) -> dict[str, Any]:
         return OmegaConf.to_container(OmegaConf.create(container), resolve=False)
 
 
+@with_override_check
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     with user_errors(describe_error):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from reenact.cli import user_errors
+from reenact.cli import user_errors, with_override_check
 from reenact.export.manifest import ExportError, Manifest
 from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE
 
@@ -37,6 +37,7 @@ def run(cfg: DictConfig) -> Manifest:
     return manifest
 
 
+@with_override_check
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="export")
 def main(cfg: DictConfig) -> None:
     with user_errors():
