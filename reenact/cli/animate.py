@@ -38,6 +38,7 @@ BACKENDS = ("pytorch", "onnxruntime")
 
 def options_from_config(cfg: DictConfig) -> Any:
     """The :class:`AnimationOptions` a config describes; unknown crop keys and bad values fail in one line."""
+    cfg = resolve_speed(cfg)  # precision=auto / channels_last=auto for the device
     from reenact.animation.cropping import CropSettings
     from reenact.animation.settings import transfer_from_relative
     from reenact.animation.video_job import AnimationOptions
