@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from torchvision.models import resnet18
 
-from reenact.families.tpsmm.convert import convert_tpsmm, convert_tpsmm_object
+from reenact.families.tpsmm.convert import convert_tpsmm_object
 from reenact.families.tpsmm.dense_motion import TPSDenseMotionNetwork
 from reenact.families.tpsmm.losses import BackgroundLoss, WarpLoss
 from reenact.families.tpsmm.model import AVDUntrainedError, ThinPlateSplineMotionModel
@@ -250,3 +250,201 @@ def test_dropout_runs_in_training_only_and_stops_at_its_epoch(small_task) -> Non
     with torch.no_grad():
         evaluated = network(source, driving)["contribution_maps"]
     assert (evaluated > 0).all()
+
+
+# ------------------------------------------------------------------------------------------- loss terms
+def test_the_background_loss_is_zero_at_the_identity_and_positive_otherwise(small_task) -> None:
+    network = small_task.network.train()
+    network.set_progress(0, network.bg_start)
+    batch = {"source": frames(2, 0), "driving": frames(2, 1)}
+    with torch.no_grad():
+        output = network.training_forward(batch)
+        # a fresh predictor gives the identity affine whatever the frames: A(s, d) A(d, s) = I
+        assert torch.equal(output["bg_param"], torch.eye(3).expand(2, 3, 3))
+        assert BackgroundLoss(10.0)(LossContext(network, batch, output))[""] == 0
+        network.bg_predictor.bg_encoder.fc.weight.normal_(0, 0.01)
+        output = network.training_forward(batch)
+        assert BackgroundLoss(10.0)(LossContext(network, batch, output))[""] > 0
+    network.set_progress(0, network.bg_start - 1)  # before bg_start: no background transform, no loss
+    with torch.no_grad():
+        output = network.training_forward(batch)
+    assert output["bg_param"] is None
+    assert BackgroundLoss(10.0)(LossContext(network, batch, output))[""] == 0
+
+
+def test_the_warp_loss_gradient_reaches_only_the_motion_path() -> None:
+    torch.manual_seed(0)
+    network = build_task().network.train()
+    network.set_progress(0, network.dropout_epochs)  # after dropout; the background is on
+    network.bg_predictor.bg_encoder.fc.weight.data.normal_(0, 0.01)
+    batch = {"source": frames(2, 0), "driving": frames(2, 1)}
+    output = network.training_forward(batch)
+    loss = WarpLoss(10.0)(LossContext(network, batch, output))[""]
+    assert loss > 0
+    loss.backward()
+
+    def reached(module: torch.nn.Module) -> bool:
+        return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+    assert reached(network.kp_detector) and reached(network.dense_motion_network) and reached(network.bg_predictor)
+    assert not reached(network.inpainting_network)
+    assert not reached(network.avd_network)
+
+
+# ------------------------------------------------------------------------------------------- transfer modes
+def test_relative_motion_is_scaled_by_the_convex_hull_of_all_points(small_task) -> None:
+    from scipy.spatial import ConvexHull
+
+    network = small_task.network.eval()
+    generator = torch.Generator().manual_seed(5)
+    source = {"value": torch.rand(1, 50, 2, generator=generator) - 0.5}
+    reference = {"value": (torch.rand(1, 50, 2, generator=generator) - 0.5) * 1.5}
+    driving = {"value": reference["value"] + 0.05 * torch.randn(3, 50, 2, generator=generator)}
+    moved = network.transfer(source, driving, reference, mode="relative")
+    scale = (ConvexHull(source["value"][0].numpy()).volume / ConvexHull(reference["value"][0].numpy()).volume) ** 0.5
+    expected = source["value"] + (driving["value"] - reference["value"]) * scale
+    torch.testing.assert_close(moved["value"], expected, atol=1e-6, rtol=1e-5)
+    assert network.transfer(source, driving, reference)["value"].equal(moved["value"])  # relative is the default
+    assert network.transfer(source, driving, reference, mode="absolute")["value"].equal(driving["value"])
+
+
+def test_avd_is_refused_in_one_line_until_trained_then_gives_the_networks_points(small_task) -> None:
+    network = small_task.network.eval()
+    generator = torch.Generator().manual_seed(6)
+    source, driving = ({"value": torch.rand(n, 50, 2, generator=generator) - 0.5} for n in (1, 3))
+    assert not network.avd_trained
+    with pytest.raises(AVDUntrainedError) as info:
+        network.transfer(source, driving, driving, mode="avd")
+    assert "\n" not in str(info.value) and "experiment=tpsmm_avd" in str(info.value)
+    network.avd_trained.fill_(True)
+    try:
+        with torch.no_grad():
+            moved = network.transfer(source, driving, driving, mode="avd")["value"]
+            expected = network.avd_network(source["value"].expand(3, -1, -1), driving["value"])
+    finally:
+        network.avd_trained.fill_(False)
+    assert moved.shape == (3, 50, 2) and torch.equal(moved, expected)
+
+
+def test_animation_renders_without_the_background_unless_asked(small_task) -> None:
+    network = small_task.network.eval()
+    network.bg_predictor.bg_encoder.fc.weight.data.normal_(0, 0.05)
+    try:
+        source, driving = frames(1, 0), frames(2, 1)
+        with torch.no_grad():
+            reconstruction = network(source.expand(2, -1, -1, -1), driving)
+            motion_s, motion_d = network.encode_motion(source), network.encode_motion(driving)
+            plain = network.render(source.expand(2, -1, -1, -1), motion_s, motion_d)
+            network.animate_with_background = True
+            with_frames = network.encode_motion(driving)
+            animated = network.render(source.expand(2, -1, -1, -1), motion_s,
+                                      network.transfer(motion_s, with_frames, with_frames, mode="absolute"))
+        assert reconstruction["bg_param"] is not None
+        assert not torch.allclose(plain["prediction"], reconstruction["prediction"])
+        torch.testing.assert_close(animated["prediction"], reconstruction["prediction"], atol=1e-5, rtol=0)
+    finally:
+        network.animate_with_background = False
+        torch.nn.init.zeros_(network.bg_predictor.bg_encoder.fc.weight)
+
+
+# ------------------------------------------------------------------------------------------- the converter
+RELEASE_FRAME = 128  # the release's networks at the smallest size their hourglass takes, to keep the test fast
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
+    """(the release-layout file's contents, the converted checkpoint, the command's output)."""
+    import contextlib
+    import io
+
+    from reenact.convert.__main__ import main
+
+    root = tmp_path_factory.mktemp("tpsmm_release")
+    contents = release_file()
+    torch.save(contents, root / "vox.pth.tar")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(["tpsmm", str(root / "vox.pth.tar"), str(root / "vox.ckpt"), "--frame-size", str(RELEASE_FRAME)])
+    assert status == 0
+    return contents, root / "vox.ckpt", printed.getvalue()
+
+
+def test_the_converter_copies_every_network_and_drops_optimisers_and_epoch(converted) -> None:
+    from reenact.api import load_pretrained
+
+    contents, ckpt, printed = converted
+    assert "optimiser states dropped" in printed and "saved at epoch 99" in printed
+    assert "has no bg_predictor" not in printed and "has no avd_network" not in printed
+    model = load_pretrained(ckpt)
+    assert model.family == "tpsmm" and model.frame_size == RELEASE_FRAME
+    state = model.network.state_dict()
+    for part in RELEASE_PARAMETERS:
+        for key, value in contents[part].items():
+            assert torch.equal(state[f"{part}.{key}"], value.to(state[f"{part}.{key}"].dtype)), f"{part}.{key}"
+    assert bool(model.network.avd_trained)
+
+
+def test_a_converted_release_reconstructs_with_the_background(converted) -> None:
+    from reenact.api import load_pretrained
+
+    contents, ckpt, _ = converted
+    model = load_pretrained(ckpt)
+    source, driving = frames(2, 0, RELEASE_FRAME), frames(2, 1, RELEASE_FRAME)
+    out = model.reconstruct(source, driving)
+    assert out["prediction"].shape == (2, 3, RELEASE_FRAME, RELEASE_FRAME)
+    assert torch.isfinite(out["prediction"]).all()
+    assert out["motion_driving"]["value"].shape == (2, 50, 2)
+    assert out["deformation"].shape == (2, RELEASE_FRAME // 4, RELEASE_FRAME // 4, 2)
+    assert out["bg_param"] is not None and not torch.equal(out["bg_param"], torch.eye(3).expand(2, 3, 3))
+    # the keypoints are the release detector's: sigmoid(resnet18(image)) * 2 - 1 with the file's weights
+    detector = resnet18(weights=None)
+    detector.fc = torch.nn.Linear(512, 100)
+    detector.load_state_dict({k.removeprefix("fg_encoder."): v for k, v in contents["kp_detector"].items()})
+    with torch.no_grad():
+        expected = torch.sigmoid(detector.eval()(driving)) * 2 - 1
+    torch.testing.assert_close(out["motion_driving"]["value"], expected.view(2, 50, 2), atol=1e-6, rtol=0)
+
+
+def test_a_converted_release_starts_a_fine_tune(converted) -> None:
+    contents, ckpt, _ = converted
+    task = build_task("tpsmm", "~model.objective.terms.perceptual", f"model.init_from={ckpt}")
+    task._initialise_from(str(ckpt))
+    for part in ("kp_detector", "inpainting_network", "avd_network"):
+        for key, value in contents[part].items():
+            assert torch.equal(task.network.state_dict()[f"{part}.{key}"], value.to(torch.float32)
+                               if value.is_floating_point() else value)
+
+
+def test_optional_networks_a_file_lacks_are_one_line_each() -> None:
+    required = release_file(("kp_detector", "dense_motion_network", "inpainting_network"), seed=1)
+    state, _, report = convert_tpsmm_object(required, "vox_demo.pth.tar")
+    assert sum("has no bg_predictor" in note for note in report.notes) == 1
+    assert sum("has no avd_network" in note for note in report.notes) == 1
+    assert all("\n" not in note for note in report.notes)
+    assert not bool(state["network.avd_trained"])
+    # reenact's initial background predictor: the identity affine, i.e. the background transform is off
+    assert torch.equal(state["network.bg_predictor.bg_encoder.fc.bias"], torch.tensor([1.0, 0, 0, 0, 1.0, 0]))
+    assert not state["network.bg_predictor.bg_encoder.fc.weight"].any()
+    # mgif has no background predictor: nothing to report for it, and a file holding one does not fit
+    _, _, report = convert_tpsmm_object(required, "mgif.pth.tar", preset="tpsmm_mgif")
+    assert [n for n in report.notes if "has no" in n] == [n for n in report.notes if "has no avd_network" in n]
+    with_bg = dict(required, bg_predictor=release_file(("bg_predictor",))["bg_predictor"])
+    from reenact.convert.keymap import ConversionError
+
+    with pytest.raises(ConversionError, match="unexpected") as info:
+        convert_tpsmm_object(with_bg, "mgif.pth.tar", preset="tpsmm_mgif")
+    assert "\n" not in str(info.value)
+
+
+def test_a_file_of_another_layout_is_refused_in_one_line(tmp_path: Path) -> None:
+    from reenact.convert.keymap import ConversionError
+
+    bad = release_file(("kp_detector", "dense_motion_network", "inpainting_network"), seed=2)
+    bad["inpainting_network"]["final.weight"] = torch.zeros(3, 32, 7, 7)
+    with pytest.raises(ConversionError, match="final.weight") as info:
+        convert_tpsmm_object(bad, "bad.pth.tar")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConversionError, match="missing entries"):
+        convert_tpsmm_object({"kp_detector": bad["kp_detector"]}, "half.pth.tar")
+    with pytest.raises(ConversionError, match="not a TPSMM preset"):
+        convert_tpsmm_object(bad, "bad.pth.tar", preset="fomm")
