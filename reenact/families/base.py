@@ -39,7 +39,9 @@ checkpoints carry.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar, NotRequired, TypedDict
 
 import torch
@@ -191,13 +193,12 @@ class ReenactmentFamily(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- registry
 _FAMILIES: dict[str, type[ReenactmentFamily]] = {}
-# Modules that define the families shipped with reenact; imported on first lookup so that ``get_family`` works
-# without the caller importing them.
-BUILTIN_FAMILY_MODULES = (
-    "reenact.families.fomm",
-    "reenact.families.liveportrait",
-    "reenact.families.correlation",
-    "reenact.families.implicit_warping",
+# Modules that define the families shipped with reenact: every package under reenact/families, imported on first
+# lookup so that ``get_family`` works without the caller importing them (a new family folder needs no entry here).
+BUILTIN_FAMILY_MODULES = tuple(
+    f"{__package__}.{info.name}"
+    for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda info: info.name)
+    if info.ispkg
 )
 
 
