@@ -448,3 +448,81 @@ def test_a_file_of_another_layout_is_refused_in_one_line(tmp_path: Path) -> None
         convert_tpsmm_object({"kp_detector": bad["kp_detector"]}, "half.pth.tar")
     with pytest.raises(ConversionError, match="not a TPSMM preset"):
         convert_tpsmm_object(bad, "bad.pth.tar", preset="fomm")
+
+
+# ------------------------------------------------------------------------------------------- training, both stages
+STAGE_COMMON = [
+    "data.batch_size=2",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=0",
+    "callbacks.reconstruction_visualizer.every_n_epochs=100",
+    "logger=none",
+]
+
+
+def stage_one_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor of the stage-1 networks: parameters and BatchNorm statistics (running means, variances, counts)."""
+    return {k: v.detach().clone() for k, v in network.state_dict().items()
+            if not k.startswith("avd_network.") and k != "avd_trained"}
+
+
+@pytest.fixture(scope="module")
+def stage_one(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list]:
+    """(the stage-1 run folder, the data cache, parameter snapshots per group at the start and after the epoch) of a
+    tiny tpsmm_small run through train.py's run(cfg)."""
+    from reenact.entrypoints.train import run
+    from tests.helpers.configs import train_config
+    from tests.test_staged_optimisation import ParameterSnapshots
+
+    root, cache = tmp_path_factory.mktemp("tpsmm_stage1"), tmp_path_factory.mktemp("cache")
+    _, objects = run(train_config(root, cache, [
+        "model=tpsmm_small", *STAGE_COMMON, "trainer.max_epochs=1",
+        "+callbacks.parameter_snapshots={_target_: tests.test_staged_optimisation.ParameterSnapshots}"]))
+    assert objects["trainer"].global_step > 0
+    snapshots = next(c for c in objects["trainer"].callbacks if isinstance(c, ParameterSnapshots)).snapshots
+    return root, cache, snapshots
+
+
+def test_stage_one_trains_the_motion_networks_and_leaves_the_avd_network(stage_one) -> None:
+    """Epoch 0 of tpsmm_small: the kp detector, dense motion and inpainting networks train; the background predictor
+    waits for bg_start (5) and the AVD network for stage 2, which the model records (transfer=avd refused)."""
+    from reenact.api import load_pretrained
+
+    root, _, (start, end) = stage_one
+
+    def changed(name: str) -> bool:
+        return any(not torch.equal(a, b) for a, b in zip(start[name], end[name], strict=True))
+
+    assert changed("kp_detector") and changed("dense_motion") and changed("inpainting")
+    assert not changed("bg_predictor") and not changed("avd")
+    trained = load_pretrained(root / "checkpoints" / "last.ckpt").network
+    assert not bool(trained.avd_trained)
+    points = {"value": torch.rand(1, 50, 2) - 0.5}
+    with pytest.raises(AVDUntrainedError):
+        trained.transfer(points, points, points, mode="avd")
+
+
+def test_stage_two_trains_only_the_avd_network(stage_one, tmp_path: Path) -> None:
+    """experiment=tpsmm_avd from the stage-1 run: the AVD loss falls, the AVD network changes, and every stage-1
+    weight and BatchNorm statistic stays bit-identical; afterwards transfer=avd works."""
+    from reenact.api import load_pretrained
+    from reenact.entrypoints.train import run
+    from tests.helpers.configs import train_config
+
+    root, cache, _ = stage_one
+    before = load_pretrained(root / "checkpoints" / "last.ckpt").network
+    _, objects = run(train_config(tmp_path, cache, [
+        "experiment=tpsmm_avd", "model=tpsmm_small", f"model.init_from={root}", *STAGE_COMMON,
+        "trainer.max_epochs=3", "trainer.limit_train_batches=3", "data.batch_size=4"]))
+    after = objects["task"].network
+    for key, value in stage_one_weights(before).items():
+        assert torch.equal(value, after.state_dict()[key]), key
+    assert any(not torch.equal(a, b) for a, b in zip(before.avd_network.parameters(), after.avd_network.parameters(),
+                                                       strict=True))
+    assert bool(after.avd_trained)
+    history = objects["trainer"].callback_metrics
+    assert "train/avd_keypoints_epoch" in history
+    source, driving = ({"value": torch.rand(n, 50, 2) - 0.5} for n in (1, 3))
+    with torch.no_grad():
+        moved = after.eval().transfer(source, driving, driving, mode="avd")["value"]
+    assert moved.shape == (3, 50, 2) and torch.isfinite(moved).all()
