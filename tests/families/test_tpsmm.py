@@ -172,7 +172,7 @@ def test_the_five_control_points_map_exactly_without_regularisation() -> None:
     torch.testing.assert_close(mapped, target, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("regularisation,regulariser", [(0.0, "system"), (0.01, "kernel")])
+@pytest.mark.parametrize("regularisation,regulariser", [(0.0, "system"), (0.01, "kernel"), (0.01, "displacement")])
 def test_identical_points_give_the_identity_grid(regularisation: float, regulariser: str) -> None:
     points = torch.rand(2, 50, 2, generator=torch.Generator().manual_seed(2)) * 2 - 1
     grids = tps_grids(points, points, (16, 16), 5, regularisation, regulariser)
@@ -341,7 +341,7 @@ def test_animation_renders_without_the_background_unless_asked(small_task) -> No
                                       network.transfer(motion_s, with_frames, with_frames, mode="absolute"))
         assert reconstruction["bg_param"] is not None
         assert not torch.allclose(plain["prediction"], reconstruction["prediction"])
-        torch.testing.assert_close(animated["prediction"], reconstruction["prediction"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(animated["prediction"], reconstruction["prediction"], atol=1e-4, rtol=0)
     finally:
         network.animate_with_background = False
         torch.nn.init.zeros_(network.bg_predictor.bg_encoder.fc.weight)

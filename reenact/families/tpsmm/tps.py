@@ -6,7 +6,10 @@ with r2 the *squared* Euclidean distance. (w, A) solve the (N+3) x (N+3) system
     [[U(P,P), P~], [P~^T, 0]] [w; A^T] = [q; 0],   P~ = [p, 1],
 to which the release adds 0.01 * I over the *whole* matrix before inverting (``regulariser="system"``): the
 control points then do not map exactly, and equal point sets do not give the identity (up to ~0.2 for random
-points). ``regulariser="kernel"`` adds it to the U block only (a smoothing spline: affine motion stays exact);
+points, more for the clustered points of an untrained detector). ``regulariser="kernel"`` adds it to the U block only
+(a smoothing spline: affine motion stays exact, but five nearly collinear or coincident points make the system
+nearly singular). ``regulariser="displacement"`` regularises the whole system as the release but fits the
+displacement q - p and adds the identity back: well conditioned, and equal point sets give exactly the identity.
 ``regularisation=0`` interpolates exactly. Solving runs in float32 outside autocast.
 """
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 import torch
 
 LOG_EPS = 1e-9
-REGULARISERS = ("system", "kernel")
+REGULARISERS = ("system", "kernel", "displacement")
 
 
 def radial_basis(squared_distance: torch.Tensor) -> torch.Tensor:
@@ -42,9 +45,13 @@ def solve_tps(
         if regulariser == "kernel":
             diagonal[n:] = 0
         system = system + torch.diag(diagonal)
-        rhs = torch.cat([q, p.new_zeros(b, k, 3, 2)], dim=-2)  # (B, K, N+3, 2)
+        fitted = q - p if regulariser == "displacement" else q
+        rhs = torch.cat([fitted, p.new_zeros(b, k, 3, 2)], dim=-2)  # (B, K, N+3, 2)
         solution = torch.linalg.inv(system) @ rhs  # (B, K, N+3, 2); the inverse, as the release computes it
-        return solution[..., n:, :].transpose(-1, -2), solution[..., :n, :]
+        affine = solution[..., n:, :].transpose(-1, -2)  # (B, K, 2, 3)
+        if regulariser == "displacement":
+            affine = affine + torch.eye(2, 3, dtype=affine.dtype, device=affine.device)
+        return affine, solution[..., :n, :]
 
 
 def warp_points(
