@@ -526,3 +526,18 @@ def test_stage_two_trains_only_the_avd_network(stage_one, tmp_path: Path) -> Non
     with torch.no_grad():
         moved = after.eval().transfer(source, driving, driving, mode="avd")["value"]
     assert moved.shape == (3, 50, 2) and torch.isfinite(moved).all()
+
+
+def test_the_export_inverse_equals_torchs() -> None:
+    from reenact.families.tpsmm.tps import gauss_jordan_inverse
+
+    points = torch.rand(4, 10, 5, 2, generator=torch.Generator().manual_seed(7)) * 0.2 - 0.1  # clustered
+    squared = ((points.unsqueeze(3) - points.unsqueeze(2)) ** 2).sum(-1)
+    homogeneous = torch.cat([points, torch.ones(4, 10, 5, 1)], -1)
+    system = torch.cat([torch.cat([squared * torch.log(squared + 1e-9), homogeneous], -1),
+                        torch.cat([homogeneous.transpose(-1, -2), torch.zeros(4, 10, 3, 3)], -1)], -2)
+    system = system + 0.01 * torch.eye(8)
+    torch.testing.assert_close(gauss_jordan_inverse(system.double()), torch.linalg.inv(system.double()),
+                               atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(gauss_jordan_inverse(system) @ system, torch.eye(8).expand_as(system), atol=1e-4,
+                               rtol=0)

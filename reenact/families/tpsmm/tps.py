@@ -10,7 +10,8 @@ points, more for the clustered points of an untrained detector). ``regulariser="
 (a smoothing spline: affine motion stays exact, but five nearly collinear or coincident points make the system
 nearly singular). ``regulariser="displacement"`` regularises the whole system as the release but fits the
 displacement q - p and adds the identity back: well conditioned, and equal point sets give exactly the identity.
-``regularisation=0`` interpolates exactly. Solving runs in float32 outside autocast.
+``regularisation=0`` interpolates exactly. Solving runs in float32 outside autocast. ONNX has no matrix inverse, so
+an ONNX export inverts by Gauss-Jordan elimination with partial pivoting (:func:`gauss_jordan_inverse`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,25 @@ REGULARISERS = ("system", "kernel", "displacement")
 def radial_basis(squared_distance: torch.Tensor) -> torch.Tensor:
     """U(r^2) = r^2 log(r^2 + 1e-9), elementwise."""
     return squared_distance * torch.log(squared_distance + LOG_EPS)
+
+
+def gauss_jordan_inverse(matrices: torch.Tensor) -> torch.Tensor:
+    """(..., n, n) -> their inverses by Gauss-Jordan elimination with partial pivoting, in elementwise operations,
+    argmax and comparisons only (what ONNX exports); a static loop over the n columns."""
+    n = matrices.shape[-1]
+    eye = torch.eye(n, dtype=matrices.dtype, device=matrices.device)
+    rows = torch.arange(n, device=matrices.device)
+    augmented = torch.cat([matrices, eye.expand_as(matrices)], dim=-1)  # (..., n, 2n)
+    for j in range(n):
+        below = augmented[..., j:, j].abs()  # (..., n-j)
+        pivot_row = below.argmax(dim=-1, keepdim=True) + j  # (..., 1)
+        pick = (rows == pivot_row).to(matrices.dtype).unsqueeze(-1)  # (..., n, 1): one-hot of the pivot row
+        current = (rows == j).to(matrices.dtype).unsqueeze(-1)  # (n, 1)
+        delta = (pick * augmented).sum(dim=-2, keepdim=True) - augmented[..., j:j + 1, :]  # (..., 1, 2n)
+        augmented = augmented + (current - pick) * delta  # swap rows j and pivot_row
+        normalised = augmented[..., j:j + 1, :] / augmented[..., j:j + 1, j:j + 1]  # (..., 1, 2n)
+        augmented = augmented - augmented[..., :, j:j + 1] * normalised + current * normalised
+    return augmented[..., n:]
 
 
 def solve_tps(
@@ -44,10 +64,11 @@ def solve_tps(
         diagonal = torch.full((n + 3,), regularisation, dtype=p.dtype, device=p.device)
         if regulariser == "kernel":
             diagonal[n:] = 0
-        system = system + torch.diag(diagonal)
+        system = system + torch.eye(n + 3, dtype=p.dtype, device=p.device) * diagonal
         fitted = q - p if regulariser == "displacement" else q
         rhs = torch.cat([fitted, p.new_zeros(b, k, 3, 2)], dim=-2)  # (B, K, N+3, 2)
-        solution = torch.linalg.inv(system) @ rhs  # (B, K, N+3, 2); the inverse, as the release computes it
+        inverse = gauss_jordan_inverse(system) if torch.onnx.is_in_onnx_export() else torch.linalg.inv(system)
+        solution = inverse @ rhs  # (B, K, N+3, 2); the inverse, as the release computes it
         affine = solution[..., n:, :].transpose(-1, -2)  # (B, K, 2, 3)
         if regulariser == "displacement":
             affine = affine + torch.eye(2, 3, dtype=affine.dtype, device=affine.device)
