@@ -541,3 +541,17 @@ def test_the_export_inverse_equals_torchs() -> None:
                                atol=1e-9, rtol=1e-9)
     torch.testing.assert_close(gauss_jordan_inverse(system) @ system, torch.eye(8).expand_as(system), atol=1e-4,
                                rtol=0)
+
+
+def test_a_converted_release_animates_by_each_transfer_mode(converted) -> None:
+    from reenact.api import load_pretrained
+
+    _, ckpt, _ = converted
+    model = load_pretrained(ckpt)
+    source, driving = frames(1, 2, RELEASE_FRAME)[0], frames(3, 3, RELEASE_FRAME)
+    clips = {mode: model.animate(source, driving, transfer=mode, batch_size=3) for mode in ("relative", "absolute",
+                                                                                             "avd")}
+    for clip in clips.values():
+        assert clip.shape == (3, 3, RELEASE_FRAME, RELEASE_FRAME) and torch.isfinite(clip).all()
+    assert not torch.allclose(clips["avd"], clips["absolute"])
+    assert torch.equal(model.animate(source, driving, batch_size=3), clips["relative"])  # relative is the default
