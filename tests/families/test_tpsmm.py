@@ -555,3 +555,22 @@ def test_a_converted_release_animates_by_each_transfer_mode(converted) -> None:
         assert clip.shape == (3, 3, RELEASE_FRAME, RELEASE_FRAME) and torch.isfinite(clip).all()
     assert not torch.allclose(clips["avd"], clips["absolute"])
     assert torch.equal(model.animate(source, driving, batch_size=3), clips["relative"])  # relative is the default
+
+
+def test_two_process_ddp_runs_through_the_epoch_where_the_background_starts(tmp_path: Path) -> None:
+    """gloo DDP on 2 CPU processes, epochs 0 and 1 with bg_start=1: the background predictor (and the AVD network,
+    frozen in stage 1) get no gradient in some steps, which the declared may_skip_parameters lets DDP accept."""
+    import json
+
+    from tests.helpers.configs import CHEAP_RUN
+    from tests.test_train import _cli
+
+    result = _cli(["model=tpsmm_small", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                   "model.network.bg_start=1", f"paths.cache_dir={tmp_path / 'cache'}",
+                   f"hydra.run.dir={tmp_path / 'run'}", *CHEAP_RUN, "trainer.max_epochs=2",
+                   "trainer.limit_train_batches=1", "trainer.check_val_every_n_epoch=2",
+                   "callbacks.reconstruction_visualizer.log_video=false"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "val/l1" in json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    logged = "".join(path.read_text() for path in (tmp_path / "run").rglob("metrics.csv"))
+    assert "train/background" in logged and "train/warp" in logged
