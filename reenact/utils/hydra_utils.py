@@ -24,23 +24,19 @@ VERSION_BASE = "1.3"
 def native_cpu_precision() -> str:
     """``bf16-mixed`` where the CPU computes bfloat16 natively (AVX512-BF16 / AMX), else ``32-true``.
 
-    Used by ``trainer=cpu`` as ``${reenact.cpu_precision:}``: on such CPUs bf16 autocast makes a small
-    model's step about 1.5x faster; elsewhere bf16 is emulated and slower than fp32.
+    Used by ``trainer=cpu`` as ``${reenact.cpu_precision:}``; the precision of :func:`reenact.utils.speed.recommended`,
+    the one rule that animation and ``benchmarks/train_step.py`` read too.
     """
-    return "bf16-mixed" if cpu_computes_bf16() else "32-true"
+    from reenact.utils.speed import recommended
+
+    return recommended("cpu").precision
 
 
 def cpu_computes_bf16() -> bool:
-    """Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX tiles).
+    """Whether this CPU has bfloat16 arithmetic (:func:`reenact.utils.speed.cpu_computes_bf16`)."""
+    from reenact.utils.speed import cpu_computes_bf16 as computes
 
-    ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is not the test: it is true on every AVX-512 CPU, where oneDNN
-    emulates bfloat16 and a bf16-mixed step of ``fomm`` at 256x256 takes twice as long as fp32 (measured on an
-    AVX-512 Xeon without AVX512-BF16, experiments/2026-12-01_performance.md).
-    """
-    import torch
-
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    return computes()
 
 
 def launch_dir() -> str:
@@ -247,3 +243,62 @@ def family_option_overrides(args: Sequence[str], config_name: str, section: str 
             arg = f"+{section}.{name}={value}"
         rewritten.append(arg)
     return rewritten
+
+
+def override_syntax_error(argv: Sequence[str]) -> str | None:
+    """One line for the first command-line override that Hydra's grammar cannot parse, with how to quote it.
+
+    Hydra's own report is five lines (a lexer exception, a caret, a link) and exit status 1. The usual cause is a
+    path with a space (the shell splits ``source=my photo.jpg`` in two) or with letters outside ASCII, which Hydra
+    only takes quoted: ``"source='my photo.jpg'"``. Options (``-m``, ``--cfg job``...) are skipped.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    args = list(argv)
+    for index, arg in enumerate(args):
+        if arg.startswith("-") or (index > 0 and args[index - 1] in ("--cfg", "-c", "--package", "-p",
+                                                                      "--config-name", "-cn", "--config-path",
+                                                                      "-cp", "--config-dir", "-cd", "--info", "-i")):
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except Exception:
+            previous = args[index - 1] if index > 0 else ""
+            if "=" not in arg and "=" in previous and not previous.startswith("-"):
+                # the shell split a value at a space: show the two words joined and quoted
+                key, value = previous.split("=", 1)
+                value = f"{value} {arg}"
+                what = f"'{arg}' is not key=value: the value of {key} seems to hold a space"
+            elif "=" in arg:
+                key, value = arg.split("=", 1)
+                what = f"cannot parse the override '{arg}'"
+            else:
+                return f"'{arg}' is not an override (key=value)"
+            value = value.strip("'\"").replace("'", "\\'")
+            return f"{what}; quote a value with spaces, non-ASCII letters or brackets: \"{key}='{value}'\""
+    return None
+
+
+def check_override_syntax(argv: Sequence[str]) -> None:
+    """Stop with one ``error:`` line and exit status 2 when :func:`override_syntax_error` finds a problem."""
+    import sys
+
+    message = override_syntax_error(argv)
+    if message is not None:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def with_override_check(hydra_main: Any) -> Any:
+    """Wrap a ``@hydra.main`` function so that an unparsable override is one line (exit 2), not Hydra's block."""
+    import functools
+    import sys
+
+    @functools.wraps(hydra_main)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs:  # called as a command (the console script or ``python -m``)
+            check_override_syntax(sys.argv[1:])
+        return hydra_main(*args, **kwargs)
+
+    return checked
