@@ -67,7 +67,10 @@ def solve_tps(
         system = system + torch.eye(n + 3, dtype=p.dtype, device=p.device) * diagonal
         fitted = q - p if regulariser == "displacement" else q
         rhs = torch.cat([fitted, p.new_zeros(b, k, 3, 2)], dim=-2)  # (B, K, N+3, 2)
-        inverse = gauss_jordan_inverse(system) if torch.onnx.is_in_onnx_export() else torch.linalg.inv(system)
+        if torch.onnx.is_in_onnx_export():  # in float64: no worse than LAPACK's float32 inverse when ill-conditioned
+            inverse = gauss_jordan_inverse(system.double()).float()
+        else:
+            inverse = torch.linalg.inv(system)
         solution = inverse @ rhs  # (B, K, N+3, 2); the inverse, as the release computes it
         affine = solution[..., n:, :].transpose(-1, -2)  # (B, K, 2, 3)
         if regulariser == "displacement":
