@@ -54,9 +54,10 @@ def test_every_graph_equals_pytorch_at_batch_1_and_4(exported: tuple[Path, Path]
 
 
 @pytest.mark.parametrize("transfer", [
-    # unresolved: every graph agrees within 1e-4 and the absolute clip too, but the relative clip of this random
-    # model differs by up to ~1.3e-3 (max over pixels); see the TPSMM report
-    pytest.param("relative", marks=pytest.mark.xfail(reason="relative clip off by ~1e-3 through ONNX", strict=False)),
+    # The renderer graph on the same keypoints agrees within 3e-5, but this untrained model's clustered keypoints make
+    # the TPS systems (L + 0.01 I, indefinite) amplify the motion encoder's 1e-7 differences to ~1e-3 in relative
+    # mode; PyTorch alone differs as much between batch sizes 3 and 5. Known, not fixed.
+    pytest.param("relative", marks=pytest.mark.xfail(reason="TPS amplifies 1e-7 keypoint differences", strict=False)),
     "absolute",
 ])
 def test_an_animated_clip_equals_pytorch(exported: tuple[Path, Path], transfer: str) -> None:
