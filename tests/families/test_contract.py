@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 import reenact.families
+from reenact.errors import ReenactError
 from reenact.families.base import (
     ReenactmentFamily,
     TransferModeError,
@@ -199,8 +200,9 @@ def test_parameter_groups_partition_the_parameters(family_task) -> None:
 
 
 def test_transfer_modes_are_declared_and_refused_in_one_line(family_task) -> None:
-    """Every mode a family declares transfers; any other mode or option is refused in one line, the same way for
-    every caller (animation, the API, export)."""
+    """Every mode a family declares transfers (or, for a mode that needs a network this model has not trained yet,
+    is refused in one line naming the mode); any other mode or option is refused in one line, the same way for
+    every caller (animation, the API, export). The default mode always transfers."""
     task, _ = family_task
     network = task.network.eval()
     with torch.no_grad():
@@ -208,7 +210,11 @@ def test_transfer_modes_are_declared_and_refused_in_one_line(family_task) -> Non
     assert network.transfer_modes and len(set(network.transfer_modes)) == len(network.transfer_modes)
     with torch.no_grad():
         for mode in network.transfer_modes:
-            moved = network.transfer(motion, motion, motion, mode)
+            try:
+                moved = network.transfer(motion, motion, motion, mode)
+            except ReenactError as error:
+                assert mode != network.transfer_modes[0] and "\n" not in str(error) and mode in str(error)
+                continue
             assert moved and all(torch.isfinite(v).all() for v in moved.values())
     for mode, options in (("sideways", {}), (None, {"no_such_option": 1})):
         with pytest.raises(TransferModeError) as error:
