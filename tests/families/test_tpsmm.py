@@ -151,7 +151,7 @@ def test_the_release_layout_has_the_references_counts() -> None:
 
 
 def test_parameter_counts_and_state_dict_layout_equal_the_release() -> None:
-    from reenact.info import parameter_table
+    from reenact.cli.info import parameter_table
 
     rows = {name: count for name, _, count in parameter_table(["model=tpsmm", "paths.root_dir=/tmp"])}
     assert {k: rows[k] for k in RELEASE_PARAMETERS} == RELEASE_PARAMETERS
@@ -357,7 +357,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str
     import contextlib
     import io
 
-    from reenact.convert.__main__ import main
+    from reenact.cli.convert import main
 
     root = tmp_path_factory.mktemp("tpsmm_release")
     contents = release_file()
@@ -470,7 +470,7 @@ def stage_one_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
 def stage_one(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list]:
     """(the stage-1 run folder, the data cache, parameter snapshots per group at the start and after the epoch) of a
     tiny tpsmm_small run through train.py's run(cfg)."""
-    from reenact.entrypoints.train import run
+    from reenact.cli.train import run
     from tests.helpers.configs import train_config
     from tests.test_staged_optimisation import ParameterSnapshots
 
@@ -506,7 +506,7 @@ def test_stage_two_trains_only_the_avd_network(stage_one, tmp_path: Path) -> Non
     """experiment=tpsmm_avd from the stage-1 run: the AVD loss falls, the AVD network changes, and every stage-1
     weight and BatchNorm statistic stays bit-identical; afterwards transfer=avd works."""
     from reenact.api import load_pretrained
-    from reenact.entrypoints.train import run
+    from reenact.cli.train import run
     from tests.helpers.configs import train_config
 
     root, cache, _ = stage_one

@@ -22,7 +22,7 @@ from tests.test_export import FRAME_SIZE, TOLERANCE, random_checkpoint  # noqa: 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from reenact.export.__main__ import run
+    from reenact.cli.export import run
 
     root = tmp_path_factory.mktemp("tpsmm_small")
     torch.manual_seed(0)
