@@ -13,6 +13,17 @@ connections: F's 2D encoder features at every level finer than the volume are wa
 (through a 1x1 projection where the widths differ; none at the small preset's sizes). Without them every detail of the
 output passes the coarse volume, and even static background the source already shows comes out blurred
 (experiments/2026-11-22_liveportrait_small.md).
+
+The second stage (optional networks, all three zero-initialised so that they start as the identity): the stitching
+network S corrects the driving keypoints so that a crop pasted back into the full image has no seam, and the eye and
+lip retargeting networks R_eyes, R_lip offset the source keypoints to a requested eye or mouth openness. Animation asks
+for them through entries of the transferred motion (``stitching`` (B, 1) weight; ``eye_condition`` (B, 3) with
+``eye_weight`` (B, 1); ``lip_condition`` (B, 2) with ``lip_weight`` (B, 1)), which rendering applies before W:
+
+    x_d' = x_d + w_eye * R_eyes(x_s, c_eye) + w_lip * R_lip(x_s, c_lip);   x_d'' = x_d' + w_st * S(x_s, x_d')
+
+so the networks run inside the renderer (and its ONNX graph). ``training_stage=2`` trains them with F, M, W and G
+frozen (see :mod:`reenact.families.liveportrait.stage2`).
 """
 
 from __future__ import annotations
@@ -23,14 +34,19 @@ from torch import nn
 
 from reenact.families.base import ModelOutput, Motion, ReenactmentFamily, register_family
 from reenact.families.liveportrait.appearance_feature_extractor import AppearanceFeatureExtractor
+from reenact.families.liveportrait.eye_retargeting_network import EyeRetargetingNetwork
 from reenact.families.liveportrait.keypoint_transform import motion_to_keypoints, transform_keypoints
+from reenact.families.liveportrait.lip_retargeting_network import LipRetargetingNetwork
 from reenact.families.liveportrait.motion_extractor import MotionExtractor
 from reenact.families.liveportrait.spade_decoder import SPADEDecoder
+from reenact.families.liveportrait.stitching_network import StitchingNetwork
 from reenact.families.liveportrait.warping_network import WarpingNetwork
 from reenact.layers.geometry import warp, warp_and_mask
 
 # What animation keeps of M's output per driving frame (the angle-bin logits are dropped).
 ANIMATION_KEYS = ("kp_canonical", "pitch", "yaw", "roll", "exp", "t", "scale", "rotation", "value")
+SECOND_STAGE = ("stitching_network", "eye_retargeting_network", "lip_retargeting_network")
+RETARGETING_GROUP = "retargeting"
 
 
 @register_family
@@ -62,6 +78,10 @@ class LivePortraitModel(ReenactmentFamily):
         spade_decoder: SPADEDecoder,
         driving_uses_source_canonical: bool = True,
         warped_skips: bool = False,
+        stitching_network: StitchingNetwork | None = None,
+        eye_retargeting_network: EyeRetargetingNetwork | None = None,
+        lip_retargeting_network: LipRetargetingNetwork | None = None,
+        training_stage: int = 1,
     ) -> None:
         super().__init__()
         f, m, w, g = appearance_feature_extractor, motion_extractor, warping_network, spade_decoder
@@ -81,6 +101,20 @@ class LivePortraitModel(ReenactmentFamily):
         self.warping_network = w
         self.spade_decoder = g
         self.driving_uses_source_canonical = driving_uses_source_canonical
+        for name, network in zip(SECOND_STAGE, (stitching_network, eye_retargeting_network, lip_retargeting_network),
+                                 strict=True):
+            if network is not None and network.num_kp != m.num_kp:
+                raise ValueError(f"LivePortraitModel: {name} is built for {network.num_kp} keypoints but M predicts "
+                                 f"{m.num_kp}")
+        self.stitching_network = stitching_network
+        self.eye_retargeting_network = eye_retargeting_network
+        self.lip_retargeting_network = lip_retargeting_network
+        if training_stage not in (1, 2):
+            raise ValueError(f"LivePortraitModel: training_stage must be 1 or 2, got {training_stage!r}")
+        if training_stage == 2 and not self.second_stage_networks():
+            raise ValueError("LivePortraitModel: training_stage=2 trains the stitching and retargeting networks, "
+                             "and none is configured")
+        self.training_stage = training_stage
         self.warped_skips = warped_skips
         self.skip_projections = nn.ModuleList()
         if warped_skips:
@@ -133,7 +167,8 @@ class LivePortraitModel(ReenactmentFamily):
         self, feature_3d: torch.Tensor, levels: list[torch.Tensor], kp_source: Motion, kp_driving: Motion
     ) -> tuple[dict, torch.Tensor]:
         """W's output and G's prediction (B, 3, H', W') for F's volume and 2D levels."""
-        warped = self.warping_network(feature_3d, _kp_value(kp_driving), _kp_value(kp_source))
+        driving_value = self.retargeted_keypoints(kp_source, kp_driving)
+        warped = self.warping_network(feature_3d, driving_value, _kp_value(kp_source))
         skips = None
         if self.warped_skips:
             flow = self.flow_2d(warped["deformation"])  # resized to each level inside warp
@@ -146,6 +181,36 @@ class LivePortraitModel(ReenactmentFamily):
                 for i, project in enumerate(self.skip_projections)
             ]
         return warped, self.spade_decoder(warped["out"], skips)  # prediction (B, 3, H', W')
+
+    def second_stage_networks(self) -> dict[str, nn.Module]:
+        """The stitching and retargeting networks this model has, by attribute name."""
+        return {name: getattr(self, name) for name in SECOND_STAGE if getattr(self, name) is not None}
+
+    def retargeted_keypoints(self, kp_source: Motion | torch.Tensor, kp_driving: Motion | torch.Tensor
+                             ) -> torch.Tensor:
+        """The driving keypoints (B, K, 3) W warps to: ``kp_driving["value"]`` with the eye and lip offsets and the
+        stitching correction its control entries ask for (none: the value as it is)."""
+        value = _kp_value(kp_driving)
+        if isinstance(kp_driving, torch.Tensor):
+            return value
+        x_s = _kp_value(kp_source)
+        eye, lip, stitching = self.eye_retargeting_network, self.lip_retargeting_network, self.stitching_network
+        if eye is not None and "eye_condition" in kp_driving:
+            value = value + kp_driving["eye_weight"][:, :, None] * eye.delta(x_s, kp_driving["eye_condition"])
+        if lip is not None and "lip_condition" in kp_driving:
+            value = value + kp_driving["lip_weight"][:, :, None] * lip.delta(x_s, kp_driving["lip_condition"])
+        if stitching is not None and "stitching" in kp_driving:
+            value = stitching.stitch(x_s, value, kp_driving["stitching"])
+        return value
+
+    def training_forward(self, batch: dict) -> ModelOutput:
+        """Stage 1: the reconstruction of ``driving`` from ``source``; stage 2: the stitching and retargeting
+        renders (:func:`reenact.families.liveportrait.stage2.second_stage_forward`)."""
+        if self.training_stage == 1:
+            return super().training_forward(batch)
+        from reenact.families.liveportrait.stage2 import second_stage_forward
+
+        return second_stage_forward(self, batch)
 
     def forward(self, source: torch.Tensor, driving: torch.Tensor) -> ModelOutput:
         if source.shape == driving.shape:
@@ -180,7 +245,11 @@ class LivePortraitModel(ReenactmentFamily):
             *self.spade_decoder.parameters(),
             *self.skip_projections.parameters(),
         ]
-        return {"motion_extractor": list(self.motion_extractor.parameters()), "generator": generator}
+        groups = {"motion_extractor": list(self.motion_extractor.parameters()), "generator": generator}
+        second = [p for network in self.second_stage_networks().values() for p in network.parameters()]
+        if second:
+            groups[RETARGETING_GROUP] = second
+        return groups
 
     def compact_motion(self, motion: Motion) -> Motion:
         return {k: motion[k].detach().float() for k in ANIMATION_KEYS if k in motion}
@@ -231,6 +300,7 @@ class LivePortraitModel(ReenactmentFamily):
         rows.append(("spade_decoder", self.spade_decoder))
         if any(True for _ in self.skip_projections.parameters()):
             rows.append(("skip_projections", self.skip_projections))
+        rows += list(self.second_stage_networks().items())
         return rows
 
     def keypoints_2d(self, motion: Motion | None) -> torch.Tensor | None:
