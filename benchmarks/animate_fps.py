@@ -90,7 +90,7 @@ def frames_per_second(network: torch.nn.Module, size: int, batch: int, frames: i
     reference = select_motion(animator.source_motion, 0)
 
     def one_batch(frames: torch.Tensor) -> None:
-        animator.render(encode_frames(network, frames, precision), reference, relative=True)
+        animator.render(encode_frames(network, frames, precision), reference)
 
     # warm-up (allocator, lazy inits, CUDA kernels): a full batch on GPU; one frame is enough on CPU
     one_batch(driving if device.type == "cuda" else driving[:1])

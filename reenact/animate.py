@@ -3,6 +3,8 @@
     python -m reenact.animate ckpt_path=logs/train/runs/<run> source=me.jpg driving=talk.mp4 output=me.mp4
     python -m reenact.animate ckpt_path=<run> source=faces/ driving=talk.mp4 output=videos/ paste_back=true
     python -m reenact.animate ckpt_path=<run> source=me.jpg driving=talk.mp4 reference_frame=best side_by_side=true
+    python -m reenact.animate ckpt_path=<run> source=me.jpg driving=talk.mp4 transfer=absolute
+    python -m reenact.animate ckpt_path=<run> source=me.jpg driving=talk.mp4 adapt_movement_scale=true  # FOMM option
     python -m reenact.animate ckpt_path=<run> source=[front.jpg,smile.jpg] driving=talk.mp4 output=me.mp4  # several
     python -m reenact.animate backend=onnxruntime export_dir=exported/ source=me.jpg driving=talk.mp4 output=me.mp4
 
@@ -32,9 +34,9 @@ BACKENDS = ("pytorch", "onnxruntime")
 
 
 def options_from_config(cfg: DictConfig) -> Any:
-    """The :class:`AnimationOptions` a config describes; unknown crop keys fail in one line."""
+    """The :class:`AnimationOptions` a config describes; unknown crop keys and bad values fail in one line."""
     from reenact.animation.cropping import CropSettings
-    from reenact.animation.pipeline import PRECISIONS, REFERENCE_CHOICES
+    from reenact.animation.settings import transfer_from_relative
     from reenact.animation.video_job import AnimationOptions
 
     crop = OmegaConf.to_container(cfg.crop, resolve=True) if cfg.get("crop") is not None else {}
@@ -43,20 +45,19 @@ def options_from_config(cfg: DictConfig) -> Any:
     unknown = sorted(set(crop) - known)
     if unknown:
         raise AnimationInputError(f"crop.{unknown[0]}: unknown option; known: {', '.join(sorted(known))}")
-    reference = cfg.get("reference_frame", "first")
-    if reference not in REFERENCE_CHOICES and not (isinstance(reference, int) and not isinstance(reference, bool)):
-        raise AnimationInputError(f"reference_frame={reference!r}; choose first, best or a frame index")
-    if cfg.get("precision", "fp32") not in PRECISIONS:
-        raise AnimationInputError(f"precision={cfg.precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if cfg.get("max_frames") is not None and int(cfg.max_frames) < 1:
-        raise AnimationInputError(f"max_frames={cfg.max_frames}; give a positive number of frames or null")
+    transfer = cfg.get("transfer")
+    if transfer is None:
+        transfer = transfer_from_relative(cfg.get("relative"))
+    options = cfg.get("transfer_options")
+    transfer_options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+    assert isinstance(transfer_options, dict)
     return AnimationOptions(
-        relative=bool(cfg.relative),
-        adapt_movement_scale=bool(cfg.adapt_movement_scale),
-        reference_frame=reference,
+        transfer=None if transfer is None else str(transfer),
+        transfer_options=transfer_options,
+        reference_frame=cfg.get("reference_frame", "first"),
         best_frame_by=str(cfg.get("best_frame_by", "keypoints")),
         batch_size=int(cfg.batch_size),
-        precision=str(cfg.precision),
+        precision=str(cfg.get("precision", "fp32")),
         max_frames=None if cfg.get("max_frames") is None else int(cfg.max_frames),
         paste_back=bool(cfg.paste_back),
         side_by_side=bool(cfg.side_by_side),
@@ -117,7 +118,7 @@ def run(cfg: DictConfig) -> list[Any]:
 
 
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="animate")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     from reenact.errors import USER_ERRORS
 
     try:
@@ -125,6 +126,15 @@ def main(cfg: DictConfig) -> None:
     except (AnimationInputError, *USER_ERRORS) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
+
+
+def main() -> None:
+    """``python -m reenact.animate`` and ``reenact-animate``: a family's own transfer options are accepted at the top
+    level of the command line (``adapt_movement_scale=true``) and passed on as ``transfer_options``."""
+    from reenact.utils.hydra_utils import family_option_overrides
+
+    sys.argv[1:] = family_option_overrides(sys.argv[1:], "animate")
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     import reenact
     model = reenact.load_pretrained("logs/train/runs/<run>/checkpoints/last.ckpt", device="cpu")
     out = model.reconstruct(source, driving)          # tensors (B, 3, H, W) in [0, 1]
-    frames = model.animate(source_image, driving_frames, relative=True)   # (T, 3, H, W)
+    frames = model.animate(source_image, driving_frames, transfer="relative")   # (T, 3, H, W)
     frames = model.animate(sources, driving_frames)   # several images of one person (S, 3, H, W), where the family
                                                       # renders from several (model.network.max_sources)
 
@@ -23,6 +23,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from reenact.animation.settings import AnimationSettings
 from reenact.checkpoints import (
     NETWORK_PREFIX,
     CheckpointError,
@@ -32,7 +33,7 @@ from reenact.checkpoints import (
 )
 from reenact.families.base import ReenactmentFamily, get_family
 
-__all__ = ["CheckpointError", "PretrainedModel", "load_pretrained", "read_checkpoint"]
+__all__ = ["AnimationSettings", "CheckpointError", "PretrainedModel", "load_pretrained", "read_checkpoint"]
 
 class PretrainedModel:
     """A trained network in eval mode with the two operations users need: reconstruct and animate."""
@@ -58,22 +59,21 @@ class PretrainedModel:
         self,
         source_image: torch.Tensor,
         driving_frames: torch.Tensor,
-        relative: bool = True,
-        adapt_movement_scale: bool = False,
-        batch_size: int = 16,
-        reference_frame: int | str = "first",
-        precision: str = "fp32",
-        progress: bool = False,
+        settings: AnimationSettings | None = None,
+        **changes: Any,
     ) -> torch.Tensor:
         """Drive one source image (3, H, W), or several images of one person (S, 3, H, W) for a family that
         renders from several (others refuse them in one line), with frames (T, 3, H, W), all in [0, 1] and already
         cropped;
         returns (T, 3, H', W') in [0, 1] on the CPU. Inputs of another size are resized to ``frame_size``.
 
-        relative: the family's relative motion transfer (FOMM's normalize_kp, LivePortrait's relative pose);
-        False uses the driving frames' motion as it is. adapt_movement_scale: where the family supports it
-        (FOMM). reference_frame: ``"first"``, ``"best"`` (the driving frame whose pose is closest to the
-        source's) or a frame index. precision: ``"fp32"`` or ``"bf16"`` (autocast).
+        ``settings`` (:class:`reenact.animation.settings.AnimationSettings`; progress off by default), or its fields
+        as keywords: ``transfer`` (a mode of the family's ``transfer_modes``, e.g. ``"relative"``, ``"absolute"``;
+        None: the family's default), ``reference_frame`` (``"first"``, ``"best"``: the driving frame whose pose is
+        closest to the source's, or a frame index), ``batch_size``, ``precision`` (``"fp32"`` or ``"bf16"``),
+        ``max_frames``. ``relative=True/False`` is the older spelling of ``transfer``. Any other keyword is one of
+        the family's own transfer options (``transfer_options``, e.g. FOMM's ``adapt_movement_scale``); a mode or
+        option the family lacks is refused in one line.
         """
         from reenact.animation.pipeline import animate_frames
         from reenact.layers.geometry import resize_to
@@ -82,9 +82,7 @@ class PretrainedModel:
         images = source_image if source_image.dim() == 4 else source_image[None]  # (S, 3, H, W)
         source = resize_to(images.to(self.device, torch.float32), size)
         source = source if source_image.dim() == 4 else source[0]
-        return animate_frames(self.network, source, driving_frames, relative=relative,
-                              adapt_movement_scale=adapt_movement_scale, batch_size=batch_size,
-                              reference_frame=reference_frame, precision=precision, progress=progress)
+        return animate_frames(self.network, source, driving_frames, settings, **changes)
 
 
 def load_pretrained(

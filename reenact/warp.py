@@ -4,9 +4,9 @@ output=out.png``.
 The seed's own use of learned correlation warping (../shared/seeds/004, module D): the network's warp field between
 ``content`` (the image warped) and ``geometry`` (the image whose geometry it takes), computed at the checkpoint's
 frame size, is applied to the content image at its own resolution. Beside the output goes a picture of the flow
-(hue: direction, brightness: length, relative to the longest displacement). Any checkpoint whose family outputs a
-2D warp field (``deformation`` (B, h, w, 2)) works. Bad input is reported as one line with exit code 2; ``run(cfg)``
-holds the logic so tests call it without Hydra's ``main``.
+(hue: direction, brightness: length, relative to the longest displacement). Any checkpoint whose family renders
+through a 2D warp field (``renders_2d_flow``: ``deformation`` (B, h, w, 2)) works. Bad input is reported as one line
+with exit code 2; ``run(cfg)`` holds the logic so tests call it without Hydra's ``main``.
 """
 
 from __future__ import annotations
@@ -98,13 +98,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from reenact.layers.geometry import resize_to, warp
 
     model = load_pretrained(cfg.ckpt_path, device=cfg.get("device", "auto"))
+    if not model.network.renders_2d_flow:
+        raise WarpInputError(f"the {model.family!r} family computes no 2D warp field; use a checkpoint of a family "
+                             f"that renders through one (model=correlation, fomm, or fomm with "
+                             f"model/refinement=correlation)")
     size = (model.frame_size, model.frame_size)
     pair = [resize_to(image[None].to(model.device), size) for image in (content, geometry)]
     out = model.reconstruct(*pair)
-    deformation = out.get("deformation")
-    if deformation is None or deformation.dim() != 4 or deformation.shape[-1] != 2:
-        raise WarpInputError(f"the {model.family!r} family computes no 2D warp field; use a checkpoint of "
-                             f"model=correlation or of a keypoint family with model/refinement=correlation")
+    deformation = out["deformation"]  # (1, h, w, 2): a family that renders through a 2D flow outputs it
     with torch.no_grad():  # the field applied to the content at its own resolution
         warped = warp(content[None].to(model.device), deformation.to(torch.float32))[0]
     write_image(warped, output)

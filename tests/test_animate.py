@@ -94,11 +94,11 @@ def test_fomm_relative_motion_moves_source_by_driving_displacement() -> None:
     delta = 0.05 * torch.randn(1, 10, 2, generator=g)
     driving = {"value": torch.cat([reference["value"], reference["value"] + delta]),
                "jacobian": torch.cat([reference["jacobian"], reference["jacobian"]])}
-    moved = fomm().transfer_motion(source, driving, reference, relative=True)
+    moved = fomm().transfer(source, driving, reference, "relative")
     torch.testing.assert_close(moved["value"][0], source["value"][0])  # no motion yet: the source itself
     torch.testing.assert_close(moved["value"][1], source["value"][0] + delta[0])
     torch.testing.assert_close(moved["jacobian"], source["jacobian"].expand(2, -1, -1, -1), atol=1e-5, rtol=1e-5)
-    absolute = fomm().transfer_motion(source, driving, reference, relative=False)
+    absolute = fomm().transfer(source, driving, reference, "absolute")
     torch.testing.assert_close(absolute["value"], driving["value"])
 
 
@@ -108,7 +108,7 @@ def test_fomm_adapt_movement_scale_uses_hull_size_ratio() -> None:
     source = {"value": reference["value"] * 2.0, "jacobian": reference["jacobian"]}  # hull area x4 -> scale 2
     delta = torch.full((1, 10, 2), 0.01)
     driving = {"value": reference["value"] + delta, "jacobian": reference["jacobian"]}
-    moved = fomm().transfer_motion(source, driving, reference, relative=True, adapt_movement_scale=True)
+    moved = fomm().transfer(source, driving, reference, "relative", adapt_movement_scale=True)
     torch.testing.assert_close(moved["value"], source["value"] + 2.0 * delta)
 
 
@@ -123,17 +123,17 @@ def _motion(pitch: float, yaw: float, roll: float, scale: float, shift: float, s
 
 def test_liveportrait_relative_motion_composes_pose_expression_scale_and_translation() -> None:
     source, reference = _motion(0, 20, 0, 1.2, 0.1, seed=0), _motion(0, 5, 0, 0.8, 0.0, seed=1)
-    same = liveportrait().transfer_motion(source, reference, reference, relative=True)
+    same = liveportrait().transfer(source, reference, reference, "relative")
     # the reference frame itself leaves the source as it is (t_z aside, which the transform ignores)
     torch.testing.assert_close(same["value"], source["value"], atol=1e-5, rtol=1e-5)
     driving = _motion(0, 35, 0, 1.0, 0.05, seed=2)
-    moved = liveportrait().transfer_motion(source, driving, reference, relative=True)
+    moved = liveportrait().transfer(source, driving, reference, "relative")
     torch.testing.assert_close(moved["rotation"], rotation_matrix(torch.zeros(1), torch.tensor([50.0]), torch.zeros(1)),
                                atol=1e-5, rtol=1e-5)  # yaw 20 + (35 - 5)
     torch.testing.assert_close(moved["scale"], torch.tensor([[1.2 * 1.0 / 0.8]]))
     torch.testing.assert_close(moved["exp"], source["exp"] + driving["exp"] - reference["exp"])
     torch.testing.assert_close(moved["t"][:, :2], torch.tensor([[0.15, -0.15]]))
-    absolute = liveportrait().transfer_motion(source, driving, reference, relative=False)
+    absolute = liveportrait().transfer(source, driving, reference, "absolute")
     expected = motion_to_keypoints(driving, kp_canonical=source["kp_canonical"])["value"]
     torch.testing.assert_close(absolute["value"], expected)
 
@@ -143,7 +143,7 @@ def test_liveportrait_relative_rotation_turns_about_the_heads_own_axes() -> None
     # in the head's frame, i.e. rot_s @ rot_delta in column-vector form, transposed in the model's convention
     source, reference = _motion(0, 40, 0, 1.0, 0.0, seed=0), _motion(0, 0, 0, 1.0, 0.0, seed=1)
     driving = _motion(15, 0, 0, 1.0, 0.0, seed=2)
-    moved = liveportrait().transfer_motion(source, driving, reference, relative=True)
+    moved = liveportrait().transfer(source, driving, reference, "relative")
     column = rotation_matrix(*(torch.tensor([a]) for a in (0.0, 40.0, 0.0))).mT @ \
         rotation_matrix(*(torch.tensor([a]) for a in (15.0, 0.0, 0.0))).mT
     torch.testing.assert_close(moved["rotation"], column.mT, atol=1e-6, rtol=1e-6)

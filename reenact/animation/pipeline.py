@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from reenact.animation.errors import AnimationInputError
+from reenact.animation.settings import PRECISIONS, REFERENCE_CHOICES, AnimationSettings, transfer_from_relative
 from reenact.families.base import (
     Motion,
     ReenactmentFamily,
@@ -40,8 +41,7 @@ from reenact.families.base import (
 )
 from reenact.layers.geometry import resize_to
 
-PRECISIONS = ("fp32", "bf16")
-REFERENCE_CHOICES = ("first", "best")
+__all__ = ["PRECISIONS", "REFERENCE_CHOICES", "Animator", "animate_frames", "choose_reference", "encode_driving"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -146,14 +146,14 @@ class Animator:
                 self.source_encoding = network.encode_source(self.source)  # batch 1 each
 
     @torch.no_grad()
-    def render(self, driving_motion: Motion, reference_motion: Motion, relative: bool = True,
-               adapt_movement_scale: bool = False) -> dict[str, Any]:
-        """Frames for a batch of driving motion: ``prediction`` (B, 3, H', W') in [0, 1] and the motion the
-        source was rendered with (``motion``)."""
+    def render(self, driving_motion: Motion, reference_motion: Motion, transfer: str | None = None,
+               transfer_options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Frames for a batch of driving motion, transferred by ``transfer`` (a mode of the family's
+        ``transfer_modes``; None: its default) with the family's ``transfer_options``: ``prediction``
+        (B, 3, H', W') in [0, 1] and the motion the source was rendered with (``motion``)."""
         driving_motion = move_motion(driving_motion, self.device)
-        moved = self.network.transfer_motion(self.source_motion, driving_motion,
-                                             move_motion(reference_motion, self.device), relative=relative,
-                                             adapt_movement_scale=adapt_movement_scale)
+        moved = self.network.transfer(self.source_motion, driving_motion, move_motion(reference_motion, self.device),
+                                      transfer, **(transfer_options or {}))
         batch = motion_length(driving_motion)
         with autocast(self.device, self.precision):
             if self.source_encoding is not None:
@@ -166,16 +166,18 @@ class Animator:
         return {"prediction": prediction.float().clamp(0.0, 1.0), "motion": moved}
 
     def render_batches(self, motion_all: Motion, reference_index: int, batch_size: int = 16,
-                       relative: bool = True, adapt_movement_scale: bool = False,
+                       transfer: str | None = None, transfer_options: dict[str, Any] | None = None,
                        progress: Any = None) -> Iterator[dict[str, Any]]:
-        """:meth:`render` over all frames in batches; yields each batch's output as soon as it is ready."""
+        """:meth:`render` over all frames in batches; yields each batch's output as soon as it is ready. The mode
+        and the options are checked once, before the first batch."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        transfer, transfer_options = self.network.check_transfer(transfer, transfer_options)
         reference_motion = select_motion(motion_all, reference_index)
         num_frames = motion_length(motion_all)
         for start in range(0, num_frames, batch_size):
             batch = select_motion(motion_all, slice(start, start + batch_size))
-            out = self.render(batch, reference_motion, relative, adapt_movement_scale)
+            out = self.render(batch, reference_motion, transfer, transfer_options)
             if progress is not None:
                 progress.update(motion_length(batch))
             yield out
@@ -185,26 +187,45 @@ def animate_frames(
     network: ReenactmentFamily,
     source_image: torch.Tensor,
     driving_frames: torch.Tensor,
-    relative: bool = True,
-    adapt_movement_scale: bool = False,
-    batch_size: int = 16,
-    reference_frame: int | str = "first",
-    precision: str = "fp32",
-    progress: bool = False,
+    settings: AnimationSettings | None = None,
+    **changes: Any,
 ) -> torch.Tensor:
     """Drive ``source_image`` (3, H, W), or several images of one person (S, 3, H, W), with ``driving_frames``
     (T, 3, H, W), all in [0, 1]; returns (T, 3, H', W') on the CPU. Driving frames of another size are resized to the
-    source's."""
+    source's. ``settings`` (default :class:`AnimationSettings`) with ``changes`` applied to it (any of its fields;
+    ``relative=True/False`` is read as ``transfer="relative"/"absolute"``); ``max_frames`` keeps the first frames."""
+    settings = resolve_settings(settings, changes)
+    network.check_transfer(settings.transfer, dict(settings.transfer_options))  # one line before any work
     if driving_frames.dim() != 4 or driving_frames.shape[1] != 3 or driving_frames.shape[0] == 0:
         raise ValueError(f"driving_frames must be (T, 3, H, W) with T >= 1, got {tuple(driving_frames.shape)}")
+    if settings.max_frames is not None:
+        driving_frames = driving_frames[: settings.max_frames]
+    batch_size, precision = settings.batch_size, settings.precision
     animator = Animator(network, source_image, precision)
     size = tuple(source_image.shape[-2:])
     total = driving_frames.shape[0]
     batches = (resize_to(b.to(animator.device, torch.float32), size) for b in batched(driving_frames, batch_size))
-    with progress_bar(total, "motion", progress) as bar:
+    with progress_bar(total, "motion", settings.progress) as bar:
         motion_all = encode_driving(network, batches, precision, bar)
-    reference = choose_reference(network, animator.source_motion, motion_all, reference_frame)
-    with progress_bar(total, "animate", progress) as bar:
+    reference = choose_reference(network, animator.source_motion, motion_all, settings.reference_frame)
+    with progress_bar(total, "animate", settings.progress) as bar:
         outputs = [out["prediction"].cpu() for out in animator.render_batches(
-            motion_all, reference, batch_size, relative, adapt_movement_scale, bar)]
+            motion_all, reference, batch_size, settings.transfer, dict(settings.transfer_options), bar)]
     return torch.cat(outputs)
+
+
+def resolve_settings(settings: AnimationSettings | None, changes: dict[str, Any]) -> AnimationSettings:
+    """``settings`` (default: :class:`AnimationSettings` with ``progress`` off) with keyword ``changes`` applied:
+    any field of the settings, ``relative`` (the older flag for ``transfer``), and any other name taken as one of
+    the family's transfer options."""
+    settings = settings or AnimationSettings(progress=False)
+    changes = dict(changes)
+    if "relative" in changes:
+        relative = changes.pop("relative")
+        if relative is not None and changes.get("transfer") is None:
+            changes["transfer"] = transfer_from_relative(relative)
+    fields = set(AnimationSettings.__dataclass_fields__)
+    options = {name: changes.pop(name) for name in list(changes) if name not in fields}
+    if options:
+        changes["transfer_options"] = {**settings.transfer_options, **changes.get("transfer_options", {}), **options}
+    return settings.replace(**changes) if changes else settings

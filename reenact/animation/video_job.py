@@ -39,6 +39,7 @@ from reenact.animation.cropping import (
 from reenact.animation.errors import AnimationInputError, NoFaceError
 from reenact.animation.outputs import BackgroundWriter, output_paths, side_by_side_frame
 from reenact.animation.pipeline import Animator, choose_reference, encode_driving, progress_bar
+from reenact.animation.settings import AnimationSettings
 from reenact.data.video import VideoError, VideoInfo, iter_frames, probe_video
 from reenact.data.video_writer import write_video
 from reenact.face import crop_and_resize
@@ -50,21 +51,15 @@ from reenact.utils.visualize import to_uint8
 
 log = logging.getLogger(__name__)
 LANDMARK_SIZE = 256  # crops for dlib's landmarks, whose HOG face detector needs faces of about 80 px or more
-BEST_FRAME_METHODS = ("keypoints", "landmarks")
 
 
 @dataclass(frozen=True)
-class AnimationOptions:
-    relative: bool = True  # relative motion (FOMM normalize_kp / LivePortrait's relative pose); else absolute
-    adapt_movement_scale: bool = False  # FOMM only: scale the motion by the keypoint hulls' size ratio
-    reference_frame: int | str = "first"  # first | best (pose closest to the source) | a frame index
-    best_frame_by: str = "keypoints"  # "best" judged by the model's keypoints, or by 68 dlib landmarks (FOMM demo)
-    batch_size: int = 16
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
-    max_frames: int | None = None  # animate only the first N driving frames
+class AnimationOptions(AnimationSettings):
+    """:class:`AnimationSettings` plus what a file-to-file job adds: cropping, paste-back, the side-by-side video
+    and the encoder's quality."""
+
     paste_back: bool = False  # put the animated crop back into the full source image
     side_by_side: bool = False  # also write <output>_side_by_side.mp4: source | driving | result with keypoints
-    progress: bool = True
     crf: int = 18
     crop: CropSettings = field(default_factory=CropSettings)
 
@@ -213,8 +208,8 @@ def animate_one(model: Any, source: tuple[Path, np.ndarray, IntBox] | list[tuple
         source_kp = None if source_points is None else source_points[0]
         with progress_bar(driving.num_frames, f"animate {source_path.name}", options.progress) as bar:
             offset = 0
-            for out in animator.render_batches(driving.motion, reference, options.batch_size, options.relative,
-                                               options.adapt_movement_scale, bar):
+            for out in animator.render_batches(driving.motion, reference, options.batch_size, options.transfer,
+                                               dict(options.transfer_options), bar):
                 count = out["prediction"].shape[0]
                 kp_new = points(out["motion"])
                 kp_drv = points(select_motion(driving.motion, slice(offset, offset + count)))
@@ -251,10 +246,7 @@ def animate_files(model: Any, source: str | Path | Sequence[str | Path], driving
         if not paths:
             raise AnimationInputError("source=[]: give a source image")
         source = paths[0]
-    if options.batch_size < 1:
-        raise AnimationInputError(f"batch_size must be >= 1, got {options.batch_size}")
-    if options.best_frame_by not in BEST_FRAME_METHODS:
-        raise AnimationInputError(f"best_frame_by={options.best_frame_by!r}; choose {' or '.join(BEST_FRAME_METHODS)}")
+    options.check(model.network)  # the transfer mode and options, in one line before any file is read
     sources = list_source_images(source)
     outputs = output_paths(sources, Path(driving), output, Path(default_dir))
     detector = build_detector(options.crop) if options.crop.source else None
@@ -285,8 +277,7 @@ def animate_group(model: Any, sources: list[Path], driving: str | Path, output: 
         if path.is_dir():
             raise AnimationInputError(f"source list entry {path} is a folder; list image files")
         list_source_images(path)  # exists
-    if options.batch_size < 1:
-        raise AnimationInputError(f"batch_size must be >= 1, got {options.batch_size}")
+    options.check(model.network)
     output_path = output_paths(sources[:1], Path(driving), output, Path(default_dir))[0]
     detector = build_detector(options.crop) if options.crop.source else None
     prepared = [prepare_source(path, options, detector) for path in sources]

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from reenact.errors import ReenactError
 from reenact.families.base import Motion, ReenactmentFamily, select_motion
 
 SOURCE_ENCODER, MOTION_ENCODER, RENDERER = "source_encoder", "motion_encoder", "renderer"
@@ -99,20 +98,15 @@ def split_inputs(keys: GraphKeys, tensors: tuple[torch.Tensor, ...]) -> tuple[di
 def example_inputs(family: ReenactmentFamily, frame_size: int, batch: int, seed: int = 0
                    ) -> tuple[GraphKeys, dict[str, tuple[torch.Tensor, ...]]]:
     """The keys and one input tuple per graph for random images of ``batch`` (>= 2) frames: the renderer gets
-    the relative motion that moves each source to a driving frame, as animation feeds it (absolute motion for a
-    family without a relative form)."""
+    the motion that moves each source to a driving frame by the family's default transfer mode, as animation feeds
+    it."""
     generator = torch.Generator().manual_seed(seed)
     source = torch.rand(batch, 3, frame_size, frame_size, generator=generator)
     driving = torch.rand(batch, 3, frame_size, frame_size, generator=generator)
     encoding = family.encode_source(source)
     source_motion = family.compact_motion(family.encode_motion(source))
     driving_motion = family.compact_motion(family.encode_motion(driving))
-    try:
-        moved = family.transfer_motion(select_motion(source_motion, 0), driving_motion,
-                                       select_motion(driving_motion, 0), relative=True)
-    except ReenactError:  # a family without relative motion drives with absolute motion only
-        moved = family.transfer_motion(select_motion(source_motion, 0), driving_motion,
-                                       select_motion(driving_motion, 0), relative=False)
+    moved = family.transfer(select_motion(source_motion, 0), driving_motion, select_motion(driving_motion, 0))
     keys = GraphKeys(sorted(encoding), sorted(source_motion), sorted(moved))
     renderer_inputs = (*(encoding[k] for k in keys.encoding), *(source_motion[k] for k in keys.motion),
                        *(moved[k].contiguous() for k in keys.driving))

@@ -150,10 +150,13 @@ class ExportedNetwork(ReenactmentFamily):
         return output
 
     # ------------------------------------------------------------------ the family's own arithmetic
-    def transfer_motion(self, source_motion: Motion, driving_motion: Motion, reference_motion: Motion,
-                        relative: bool = True, adapt_movement_scale: bool = False) -> Motion:
-        return self.host.transfer_motion(source_motion, driving_motion, reference_motion, relative=relative,
-                                         adapt_movement_scale=adapt_movement_scale)
+    def check_transfer(self, mode: str | None, options: dict[str, Any] | None = None  # type: ignore[override]
+                       ) -> tuple[str, dict[str, Any]]:
+        return self.host.check_transfer(mode, options)
+
+    def transfer_motion(self, source_motion: Motion, driving_motion: Motion, reference_motion: Motion, mode: str,
+                        **options: Any) -> Motion:
+        return self.host.transfer_motion(source_motion, driving_motion, reference_motion, mode, **options)
 
     def best_reference_frame(self, source_motion: Motion, driving_motion: Motion) -> int:
         return self.host.best_reference_frame(source_motion, driving_motion)

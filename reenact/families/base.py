@@ -13,11 +13,18 @@ What a family provides:
 - ``encode_motion(frames)``: the family's :data:`Motion` of a batch of frames (keypoints, pose, a motion
   code...); ``compact_motion`` keeps the entries animation stores per driving frame; ``render(source,
   source_motion, driving_motion)`` renders the source moved to the given motion.
-- ``transfer_motion``: the motion that makes the source follow a driving frame, relative to a reference driving
-  frame or absolute; ``best_reference_frame``: the driving frame whose pose is closest to the source's.
+- ``transfer_modes`` and ``transfer_motion(..., mode, **options)``: the motion that makes the source follow a driving
+  frame, by one of the family's modes (``absolute``, ``relative`` to a reference driving frame, or a family's own);
+  ``transfer_options`` declares the family's own options with their defaults. Callers go through :meth:`transfer`,
+  which checks the mode and the options in one line. ``best_reference_frame``: the driving frame whose pose is
+  closest to the source's.
 - ``keypoints_2d(motion)``: (B, K, 2) points in normalised [-1, 1] coordinates for drawing and for a
   keypoint-conditioned discriminator, or ``None`` for a family without keypoints (then nothing draws or conditions
-  on them).
+  on them). ``equivariance_keypoints(motion)``: the points (and optional Jacobians) the shared equivariance terms
+  compare.
+- ``may_skip_parameters``: some parameters get no gradient in some steps by design; with
+  :func:`parameters_may_go_unused` it tells the training strategy to search for unused parameters.
+- ``renders_2d_flow``: ``deformation`` is a 2D flow (B, h, w, 2) that ``reenact.warp`` can draw.
 - ``optimizer_groups()``: the parameters of each optimiser group, a partition of the family's parameters.
 - ``parameter_report()``: the networks ``python -m reenact.info`` lists with their parameter counts.
 - ``converter``: optionally, the function importing a published release (see :mod:`reenact.convert`).
@@ -39,7 +46,7 @@ checkpoints carry.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, NotRequired, TypedDict
 
 import torch
@@ -77,6 +84,14 @@ class ReenactmentFamily(nn.Module):
     export_unsupported: ClassVar[str | None] = None
     # how many source images of one person one prediction can use; None: any number
     max_sources: ClassVar[int | None] = 1
+    # the motion-transfer modes the family offers; the first is its default
+    transfer_modes: ClassVar[tuple[str, ...]] = ("absolute",)
+    # the family's own options of transfer_motion, with their defaults
+    transfer_options: ClassVar[dict[str, Any]] = {}
+    # some parameters get no gradient in some steps by design (a network used in one mode or stage only)
+    may_skip_parameters: ClassVar[bool] = False
+    # ``deformation`` is a 2D flow (B, h, w, 2) in normalised source coordinates
+    renders_2d_flow: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ training
     def forward(self, source: torch.Tensor, driving: torch.Tensor) -> ModelOutput:
@@ -155,19 +170,45 @@ class ReenactmentFamily(nn.Module):
         """The prediction (B, 3, H', W') for :meth:`encode_source`'s output; equals ``render``'s prediction."""
         return self.render(encoding["image"], source_motion, driving_motion)["prediction"]
 
-    def transfer_motion(
+    def transfer(
         self,
         source_motion: Motion,
         driving_motion: Motion,
         reference_motion: Motion,
-        relative: bool = True,
-        adapt_movement_scale: bool = False,
+        mode: str | None = None,
+        **options: Any,
     ) -> Motion:
-        """The motion that makes the source (batch 1) follow each driving frame (batch B).
+        """:meth:`transfer_motion` by ``mode`` (None: the family's default), after :meth:`check_transfer` and with
+        the family's option defaults filled in. What every caller (animation, export, evaluation) uses."""
+        mode, options = self.check_transfer(mode, options)
+        return self.transfer_motion(source_motion, driving_motion, reference_motion, mode, **options)
 
-        relative: the source moves as the driving face moved since the reference frame (batch 1); absolute: the
-        driving frames' motion as it is. The default is absolute for both, for families without a relative form.
+    @classmethod
+    def check_transfer(cls, mode: str | None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """The mode (None: the default) and the options with their defaults; an unknown mode or option is refused
+        with :class:`TransferModeError` in one line."""
+        mode = cls.transfer_modes[0] if mode is None else str(mode)
+        if mode not in cls.transfer_modes:
+            modes = " | ".join(cls.transfer_modes)
+            raise TransferModeError(f"the {cls.family!r} family transfers motion by {modes}; got transfer={mode!r}")
+        unknown = sorted(set(options or {}) - set(cls.transfer_options))
+        if unknown:
+            offered = ", ".join(sorted(cls.transfer_options)) or "none"
+            raise TransferModeError(
+                f"the {cls.family!r} family has no transfer option {', '.join(map(repr, unknown))} (it has: {offered})")
+        return mode, {**cls.transfer_options, **(options or {})}
+
+    def transfer_motion(
+        self, source_motion: Motion, driving_motion: Motion, reference_motion: Motion, mode: str, **options: Any
+    ) -> Motion:
+        """The motion that makes the source (batch 1) follow each driving frame (batch B) by ``mode``, one of
+        :attr:`transfer_modes` (checked by :meth:`transfer`), with the family's ``options``.
+
+        The base handles ``absolute``: the driving frames' motion as it is. Families override it for their other
+        modes (``relative``: the source moves as the driving face moved since the reference frame, batch 1).
         """
+        if mode != "absolute":
+            raise TransferModeError(f"the {self.family!r} family implements no transfer mode {mode!r}")
         return driving_motion
 
     def best_reference_frame(self, source_motion: Motion, driving_motion: Motion) -> int:
@@ -183,6 +224,12 @@ class ReenactmentFamily(nn.Module):
     def keypoints_2d(self, motion: Motion | None) -> torch.Tensor | None:
         """(B, K, 2) points in normalised [-1, 1] (x, y) coordinates, or None for a family without keypoints."""
         return None
+
+    def equivariance_keypoints(self, motion: Motion) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """What the shared equivariance terms compare: (B, K, 2) points in [-1, 1] and, where the family has them,
+        (B, K, 2, 2) Jacobians (else None); None for a family without 2D keypoints. Default: ``keypoints_2d``."""
+        points = self.keypoints_2d(motion)
+        return None if points is None else (points, None)
 
     def parameter_report(self) -> list[tuple[str, nn.Module]]:
         """The sub-networks worth a parameter count of their own (default: the direct children)."""
@@ -203,6 +250,27 @@ BUILTIN_FAMILY_MODULES = (
 
 class SeveralSourcesError(ReenactError, ValueError):
     """More source images than a family can use (one, for most families)."""
+
+
+class TransferModeError(ReenactError, ValueError):
+    """A motion-transfer mode or option the family does not have."""
+
+
+def parameters_may_go_unused(network: ReenactmentFamily, groups: Mapping[str, Any], has_discriminator: bool) -> bool:
+    """Whether some parameters can get no gradient in a training step, so that DDP must search for unused ones:
+    the family says so (``may_skip_parameters``), a group is frozen or starts after epoch 0 (``groups``: the
+    ``model.groups`` settings, name -> mapping with ``frozen`` / ``start_epoch``), or a discriminator trains beside
+    the family."""
+    if network.may_skip_parameters or has_discriminator:
+        return True
+    for settings in groups.values():
+        if isinstance(settings, Mapping):
+            frozen, start_epoch = settings.get("frozen", False), settings.get("start_epoch", 0)
+        else:  # an options object with attributes
+            frozen, start_epoch = getattr(settings, "frozen", False), getattr(settings, "start_epoch", 0)
+        if bool(frozen) or int(start_epoch or 0) > 0:
+            return True
+    return False
 
 
 class UnknownFamilyError(ReenactError, KeyError):

@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from reenact.layers.geometry import make_coordinate_grid, warp
-from reenact.losses.terms import LossContext, LossTerm
+from reenact.losses.terms import LossContext, LossTerm, ObjectiveError
 
-KEYPOINTS_KEY = "value"  # (B, K, 2) or (B, K, 3) in a keypoint dict
+# the keypoint dict this loss compares (built from a family's ``equivariance_keypoints``, or by a test's detector)
+KEYPOINTS_KEY = "value"  # (B, K, 2) or (B, K, 3)
 JACOBIAN_KEY = "jacobian"  # (B, K, 2, 2) or (B, K, 3, 3), optional
 _TPS_LOG_EPS = 1e-6
 
@@ -229,13 +230,28 @@ class EquivarianceLoss(nn.Module):
         return losses
 
 
+def family_keypoints(network: nn.Module, motion: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keypoint dict this loss compares, from the family's declared ``equivariance_keypoints`` (``network``: a
+    ``ReenactmentFamily``): its points as "value" and, where it has them, its Jacobians as "jacobian"."""
+    keypoints = network.equivariance_keypoints(motion)
+    if keypoints is None:
+        raise ObjectiveError(f"the {network.family!r} family has no keypoints to make equivariant; "
+                                 f"drop the equivariance terms from model.objective.terms")
+    points, jacobian = keypoints
+    return {KEYPOINTS_KEY: points} if jacobian is None else {KEYPOINTS_KEY: points, JACOBIAN_KEY: jacobian}
+
+
 def shared_equivariance(context: LossContext, loss: EquivarianceLoss) -> dict[str, torch.Tensor]:
     """One equivariance pass per step (one random transform, one detection on the transformed frame), shared by
     the value term and a family's Jacobian term; the transformed frame goes to the step's visuals."""
 
     def run() -> dict[str, torch.Tensor]:
         network = context.network
-        terms = loss(network.encode_motion, context.batch["driving"], context.output["motion_driving"])
+
+        def detect(frames: torch.Tensor) -> dict[str, torch.Tensor]:
+            return family_keypoints(network, network.encode_motion(frames))
+
+        terms = loss(detect, context.batch["driving"], family_keypoints(network, context.output["motion_driving"]))
         context.visuals["transformed"] = terms["transformed_frame"]
         return terms
 

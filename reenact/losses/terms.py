@@ -21,8 +21,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from reenact.errors import ReenactError
 from reenact.layers.geometry import resize_to
 
+
+class ObjectiveError(ReenactError, ValueError):
+    """A listed loss term that cannot work with the family it trains (an output or keypoints it lacks)."""
 
 class LossContext:
     """Everything a term may read for one training step, with results that several terms share computed once.
@@ -154,7 +158,7 @@ class Objective(nn.Module):
         for name, term in self.terms.items():
             missing = [key for key in term.reads if output.get(key) is None]
             if missing:
-                raise ValueError(
+                raise ObjectiveError(
                     f"objective.terms.{name} reads {', '.join(missing)}, which the {family!r} family does not output"
                 )
 

@@ -228,3 +228,22 @@ def remove_unused_run_dir(output_dir: str | Path, hydra_files: set[str]) -> bool
     if owner != output_dir and all(entry.name == "multirun.yaml" for entry in owner.iterdir()):
         shutil.rmtree(owner, ignore_errors=True)
     return True
+
+
+def family_option_overrides(args: Sequence[str], config_name: str, section: str = "transfer_options") -> list[str]:
+    """Command-line overrides with every ``name=value`` whose ``name`` is not a top-level key of the config
+    ``config_name`` but is a transfer option that some registered family declares (``transfer_options``) rewritten
+    as ``+section.name=value``, so that a family's own options are given by their names alone."""
+    from reenact.families.base import registered_families
+
+    options = {name for family in registered_families().values() for name in family.transfer_options}
+    if not options:
+        return list(args)
+    keys = set(OmegaConf.load(CONFIG_DIR / f"{config_name}.yaml"))
+    rewritten = []
+    for arg in args:
+        name, equals, value = arg.partition("=")
+        if equals and name in options and name not in keys:
+            arg = f"+{section}.{name}={value}"
+        rewritten.append(arg)
+    return rewritten

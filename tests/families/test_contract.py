@@ -13,8 +13,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from reenact.errors import ReenactError
-from reenact.families.base import ReenactmentFamily, get_family, registered_families
+from reenact.families.base import (
+    ReenactmentFamily,
+    TransferModeError,
+    get_family,
+    parameters_may_go_unused,
+    registered_families,
+)
 from reenact.layers.geometry import make_coordinate_grid
 from reenact.losses.terms import LossContext
 from reenact.utils.hydra_utils import CONFIG_DIR, compose_config, to_plain
@@ -140,14 +145,51 @@ def test_parameter_groups_partition_the_parameters(family_task) -> None:
     assert set(seen) == {id(p) for p in task.network.parameters()}
 
 
-def has_relative_motion(network: ReenactmentFamily, motion: dict) -> bool:
-    """Whether the family has a relative motion transfer; one without refuses it with a one-line user error."""
-    try:
-        network.transfer_motion(motion, motion, motion, relative=True)
-    except ReenactError as exc:
-        assert "\n" not in str(exc) and "relative" in str(exc)
-        return False
-    return True
+def test_transfer_modes_are_declared_and_refused_in_one_line(family_task) -> None:
+    """Every mode a family declares transfers; any other mode or option is refused in one line, the same way for
+    every caller (animation, the API, export)."""
+    task, _ = family_task
+    network = task.network.eval()
+    with torch.no_grad():
+        motion = network.compact_motion(network.encode_motion(frames(1, 4)))
+    assert network.transfer_modes and len(set(network.transfer_modes)) == len(network.transfer_modes)
+    with torch.no_grad():
+        for mode in network.transfer_modes:
+            moved = network.transfer(motion, motion, motion, mode)
+            assert moved and all(torch.isfinite(v).all() for v in moved.values())
+    for mode, options in (("sideways", {}), (None, {"no_such_option": 1})):
+        with pytest.raises(TransferModeError) as error:
+            network.transfer(motion, motion, motion, mode, **options)
+        assert "\n" not in str(error.value) and network.family in str(error.value)
+
+
+def test_declared_flow_and_equivariance_keypoints_match_the_outputs(family_task) -> None:
+    task, _ = family_task
+    network = task.network.eval()
+    with torch.no_grad():
+        out = network(frames(2, 0), frames(2, 1))
+    deformation = out.get("deformation")
+    has_flow = deformation is not None and deformation.dim() == 4 and deformation.shape[-1] == 2
+    assert network.renders_2d_flow == has_flow
+    keypoints = network.equivariance_keypoints(out["motion_driving"])
+    if network.keypoints_2d(out["motion_driving"]) is None:
+        assert keypoints is None
+    else:
+        points, jacobian = keypoints
+        assert points.shape[0] == 2 and points.shape[-1] == 2
+        assert jacobian is None or jacobian.shape == (*points.shape[:2], 2, 2)
+
+
+def test_unused_parameter_search_follows_the_declared_and_staged_groups(family_task) -> None:
+    task, _ = family_task
+    network = task.network
+    group = next(iter(network.optimizer_groups()))
+    expected = network.may_skip_parameters
+    assert parameters_may_go_unused(network, {}, has_discriminator=False) == expected
+    assert parameters_may_go_unused(network, {}, has_discriminator=True)
+    assert parameters_may_go_unused(network, {group: {"start_epoch": 1}}, has_discriminator=False)
+    assert parameters_may_go_unused(network, {group: {"frozen": True}}, has_discriminator=False)
+    assert parameters_may_go_unused(network, {group: {"start_epoch": 0}}, has_discriminator=False) == expected
 
 
 def test_relative_transfer_with_reference_equal_to_source_returns_the_source_motion(family_task) -> None:
@@ -156,8 +198,8 @@ def test_relative_transfer_with_reference_equal_to_source_returns_the_source_mot
     source = frames(1, 4)
     with torch.no_grad():
         motion = network.compact_motion(network.encode_motion(source))
-        relative = has_relative_motion(network, motion)  # False: absolute transfer of the same frame instead
-        moved = network.transfer_motion(motion, motion, motion, relative=relative)
+        # relative motion where the family has it, else its default (absolute transfer of the same frame)
+        moved = network.transfer(motion, motion, motion, "relative" if "relative" in network.transfer_modes else None)
         direct = network.render(source, motion, motion)["prediction"]
         transferred = network.render(source, motion, moved)["prediction"]
     for key, value in moved.items():
@@ -181,10 +223,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(family_task, tmp_path: Pa
     with torch.no_grad():
         expected = task.network(source, driving)["prediction"]
     assert torch.equal(loaded.reconstruct(source, driving)["prediction"], expected)
-    with torch.no_grad():
-        relative = has_relative_motion(loaded.network, loaded.network.compact_motion(
-            loaded.network.encode_motion(source[:1])))
-    animated = loaded.animate(source[0], driving, relative=relative, reference_frame="best")
+    animated = loaded.animate(source[0], driving, reference_frame="best")  # the family's default transfer mode
     assert animated.shape[0] == 2 and torch.isfinite(animated).all()
 
     # the evaluation entry point's reconstruction protocol on a folder holding one clip

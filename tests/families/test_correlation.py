@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch import nn
 
-from reenact.families.correlation.model import NoRelativeMotionError
+from reenact.families.base import TransferModeError
 from reenact.layers.correlation import correlation_volume, l2_normalise, search_window_loss
 from reenact.layers.correlation_refiner import CorrelationRefiner
 from reenact.layers.feature_encoder import FeatureEncoder
@@ -242,10 +242,11 @@ def test_the_family_has_no_keypoints_and_no_relative_motion(correlation_task) ->
     with torch.no_grad():
         motion = network.compact_motion(network.encode_motion(source))
     assert set(motion) == {"features"} and network.keypoints_2d(motion) is None
-    with pytest.raises(NoRelativeMotionError) as error:
-        network.transfer_motion(motion, motion, motion, relative=True)
-    assert "no relative motion" in str(error.value) and "\n" not in str(error.value)
-    assert network.transfer_motion(motion, motion, motion, relative=False) is motion
+    assert network.transfer_modes == ("absolute",)
+    with pytest.raises(TransferModeError) as error:  # the one mechanism every caller (CLI, API, export) goes through
+        network.transfer(motion, motion, motion, "relative")
+    assert "transfers motion by absolute" in str(error.value) and "\n" not in str(error.value)
+    assert network.transfer(motion, motion, motion) is motion  # the default mode: absolute
 
 
 def test_one_training_step_trains_every_part(correlation_task) -> None:
@@ -285,10 +286,10 @@ def test_fomm_with_correlation_refinement_starts_from_its_own_flow() -> None:
     torch.testing.assert_close(out["deformation"], unrefined["deformation"], atol=1e-6, rtol=0)
     compact = network.compact_motion(motion_d)
     assert "features" in compact
-    assert "features" in network.transfer_motion(motion_s, compact, compact, relative=False)
+    assert "features" in network.transfer(motion_s, compact, compact, "absolute")
     reference = {k: v[:1] for k, v in compact.items()}
     source_motion = {k: v[:1] for k, v in network.compact_motion(motion_s).items()}
-    assert "features" not in network.transfer_motion(source_motion, compact, reference, relative=True)
+    assert "features" not in network.transfer(source_motion, compact, reference, "relative")
     network.train()
     batch = {"source": source, "driving": driving}
     output = network.training_forward(batch)

@@ -29,6 +29,7 @@ class GlobalAffineWarp(ReenactmentFamily):
     theta_s · theta_d⁻¹, refined by a small residual convolution. No keypoints."""
 
     family = "test_global_affine"
+    transfer_modes = ("relative", "absolute")
 
     def __init__(self, hidden: int = 8) -> None:
         super().__init__()
@@ -61,8 +62,8 @@ class GlobalAffineWarp(ReenactmentFamily):
                 "motion_driving": motion_driving}
 
     def transfer_motion(self, source_motion: Motion, driving_motion: Motion, reference_motion: Motion,
-                        relative: bool = True, adapt_movement_scale: bool = False) -> Motion:
-        if not relative:
+                        mode: str = "relative") -> Motion:
+        if mode == "absolute":
             return driving_motion
         moved = _homogeneous(source_motion["theta"]) @ torch.linalg.inv(_homogeneous(reference_motion["theta"])) \
             @ _homogeneous(driving_motion["theta"])

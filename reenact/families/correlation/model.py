@@ -5,7 +5,7 @@ source's field with the driving frame's (the correlation volume M), lets the war
 refines it K times (warp the source, re-extract its features, recompute M, add the increment), estimates occlusion
 from the final M and decodes the source's warped encoder features. The driving frame reaches the prediction only
 through M. There are no keypoints (``keypoints_2d`` is None: nothing draws or conditions on points) and no relative
-motion: animation drives with the driving frames' own fields (``relative=false``).
+motion: animation drives with the driving frames' own fields (``transfer=absolute``, its only mode).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reenact.errors import ReenactError
 from reenact.families.base import ModelOutput, Motion, ReenactmentFamily, register_family
 from reenact.families.correlation.generator import WarpingGenerator
 from reenact.families.correlation.occlusion import OcclusionHead
@@ -23,15 +22,13 @@ from reenact.layers.geometry import warp
 FEATURES = "features"  # the motion entry: a frame's L2-normalised feature field (B, C, g, g)
 
 
-class NoRelativeMotionError(ReenactError, ValueError):
-    """Relative motion asked of a family that has none."""
-
-
 @register_family
 class CorrelationWarpModel(ReenactmentFamily):
     """source, driving (B, 3, H, W) in [0, 1] -> prediction of driving, the warp field, occlusion and the fields."""
 
     family = "correlation"
+    transfer_modes = ("absolute",)  # a frame's field carries its geometry: there is no relative form
+    renders_2d_flow = True
 
     def __init__(self, refiner: CorrelationRefiner, generator: WarpingGenerator, occlusion: OcclusionHead) -> None:
         super().__init__()
@@ -56,20 +53,6 @@ class CorrelationWarpModel(ReenactmentFamily):
             "warped_features": field["warped_features"],
             "target_features": field["target_features"],
         }
-
-    def transfer_motion(
-        self,
-        source_motion: Motion,
-        driving_motion: Motion,
-        reference_motion: Motion,
-        relative: bool = True,
-        adapt_movement_scale: bool = False,
-    ) -> Motion:
-        """Absolute only: the driving frames' fields as they are."""
-        if relative:
-            raise NoRelativeMotionError(
-                f"the {self.family!r} family has no relative motion: it drives with absolute frames (relative=false)")
-        return driving_motion
 
     def parameter_report(self) -> list[tuple[str, nn.Module]]:
         return [

@@ -32,6 +32,9 @@ class FirstOrderMotionModel(ReenactmentFamily):
     """source, driving (B, C, H, W) in [0, 1] -> prediction of driving plus keypoints, flow and masks."""
 
     family = "fomm"
+    transfer_modes = ("relative", "absolute")
+    transfer_options = {"adapt_movement_scale": False}
+    renders_2d_flow = True
     converter = "reenact.families.fomm.convert:convert_fomm"
     converter_preset = "fomm_vox256"
 
@@ -52,6 +55,8 @@ class FirstOrderMotionModel(ReenactmentFamily):
         self.generator = generator
         self.refinement = refinement
         self.animation_keys = ANIMATION_KEYS + ((FEATURES,) if refinement is not None else ())
+        # without a dense motion network the generator decodes unwarped features: no flow to draw
+        self.renders_2d_flow = generator.dense_motion_network is not None
 
     def encode_motion(self, frames: torch.Tensor) -> Motion:
         """Keypoints {"value" (B, K, 2), "jacobian" (B, K, 2, 2) if estimated, "heatmap"}, and with refinement
@@ -114,7 +119,7 @@ class FirstOrderMotionModel(ReenactmentFamily):
         source_motion: Motion,
         driving_motion: Motion,
         reference_motion: Motion,
-        relative: bool = True,
+        mode: str = "relative",
         adapt_movement_scale: bool = False,
     ) -> Motion:
         """relative: FOMM's relative motion (:func:`normalize_kp`): the source keypoints move by the driving
@@ -122,7 +127,7 @@ class FirstOrderMotionModel(ReenactmentFamily):
         ``adapt_movement_scale`` the displacement is scaled by sqrt(hull area(source) / hull area(reference)).
         absolute: the driving keypoints as they are (the driving face's shape comes along), with refinement also
         the driving frames' feature fields; relative motion has none (the keypoint flow is rendered unrefined)."""
-        if not relative:
+        if mode == "absolute":
             return {k: v for k, v in driving_motion.items() if k in self.animation_keys}
         moved = normalize_kp(  # batch-1 source and reference broadcast against the driving batch
             kp_source=source_motion,
@@ -144,3 +149,7 @@ class FirstOrderMotionModel(ReenactmentFamily):
 
     def keypoints_2d(self, motion: Motion | None) -> torch.Tensor | None:
         return None if motion is None else motion["value"]
+
+    def equivariance_keypoints(self, motion: Motion) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The keypoints and, when the detector estimates them, their Jacobians."""
+        return motion["value"], motion.get("jacobian")

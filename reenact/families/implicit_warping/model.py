@@ -45,6 +45,7 @@ class ImplicitWarpingModel(ReenactmentFamily):
     (B, 3, H, W), ``occlusion_map`` (B, 1, hq, wq), ``motion_source`` (the first source's), ``motion_driving``."""
 
     family = "implicit_warping"
+    transfer_modes = ("relative", "absolute")
     max_sources = None  # any number: more sources are more keys and values
     # the antialiased resizes of the source image (F.interpolate(antialias=True)) have no ONNX operator
     export_unsupported = (
@@ -108,13 +109,12 @@ class ImplicitWarpingModel(ReenactmentFamily):
         source_motion: Motion,
         driving_motion: Motion,
         reference_motion: Motion,
-        relative: bool = True,
-        adapt_movement_scale: bool = False,
+        mode: str = "relative",
     ) -> Motion:
         """relative: the (first) source's keypoints move by the driving keypoints' displacement since the reference
         frame (FOMM's relative motion without Jacobians), with the driving frame's strengths; absolute: the driving
-        keypoints as they are. ``adapt_movement_scale`` is not supported (ignored)."""
-        if not relative:
+        keypoints as they are."""
+        if mode == "absolute":
             return {k: driving_motion[k] for k in ANIMATION_KEYS}
         value = source_motion["value"] + (driving_motion["value"] - reference_motion["value"])
         return {"value": value, "strength": driving_motion["strength"]}

@@ -69,6 +69,7 @@ class LivePortraitModel(ReenactmentFamily):
     """
 
     family = "liveportrait"
+    transfer_modes = ("relative", "absolute")
     converter = "reenact.families.liveportrait.convert:convert_liveportrait"
     converter_preset = "liveportrait"
 
@@ -261,8 +262,7 @@ class LivePortraitModel(ReenactmentFamily):
         source_motion: Motion,
         driving_motion: Motion,
         reference_motion: Motion,
-        relative: bool = True,
-        adapt_movement_scale: bool = False,
+        mode: str = "relative",
     ) -> Motion:
         """Keypoints (B, K, 3) for W; source and reference batch 1, driving batch B.
 
@@ -272,12 +272,12 @@ class LivePortraitModel(ReenactmentFamily):
             s_new = s_s · s_d / s_ref;     t_new = t_s + (t_d - t_ref)  (t_z is unused)
         In column-vector form that is rot_s · (rot_ref^-1 · rot_d): the head turns about its own axes as the
         driving head turned since the reference frame. absolute: the driving pose, expression, scale and
-        translation on the source's canonical keypoints (the training convention). ``adapt_movement_scale`` has no
-        meaning here (the scale ratio covers it). Identity always comes from the source's canonical keypoints.
+        translation on the source's canonical keypoints (the training convention). Identity always comes from the
+        source's canonical keypoints.
         """
         s, d, ref = source_motion, driving_motion, reference_motion
         batch = d["value"].shape[0]
-        if relative:
+        if mode == "relative":
             rotation = d["rotation"] @ ref["rotation"].transpose(1, 2) @ s["rotation"]
             exp = s["exp"] + (d["exp"] - ref["exp"])  # (B, K, 3)
             scale = s["scale"] * d["scale"] / ref["scale"]  # (B, 1)
