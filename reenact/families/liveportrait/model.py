@@ -70,6 +70,11 @@ class LivePortraitModel(ReenactmentFamily):
 
     family = "liveportrait"
     transfer_modes = ("relative", "absolute")
+    # the second stage at animation time (see second_stage_controls); paste_back is filled in by animation
+    transfer_options = {"stitching": None, "eye_ratio": None, "lip_ratio": None, "lip_normalize": False,
+                        "paste_back": False}
+    # the second-stage networks get no gradient in the first stage, nor F, M, W, G in the second
+    may_skip_parameters = True
     converter = "reenact.families.liveportrait.convert:convert_liveportrait"
     converter_preset = "liveportrait"
 
@@ -263,8 +268,16 @@ class LivePortraitModel(ReenactmentFamily):
         driving_motion: Motion,
         reference_motion: Motion,
         mode: str = "relative",
+        stitching: bool | None = None,
+        eye_ratio: float | str | None = None,
+        lip_ratio: float | str | None = None,
+        lip_normalize: bool = False,
+        paste_back: bool = False,
     ) -> Motion:
-        """Keypoints (B, K, 3) for W; source and reference batch 1, driving batch B.
+        """Keypoints (B, K, 3) for W; source and reference batch 1, driving batch B. With second-stage networks,
+        also the control entries that apply them in the renderer (:meth:`second_stage_controls`: stitching when pasted
+        back unless ``stitching`` says otherwise; ``eye_ratio`` / ``lip_ratio`` a number or ``"driving"``;
+        ``lip_normalize``).
 
         relative, as LivePortrait's inference does, with R the *transposed* rotation matrices the model uses
         (row-vector keypoints multiplied on the right):
@@ -286,7 +299,26 @@ class LivePortraitModel(ReenactmentFamily):
             rotation, exp, scale, t = d["rotation"], d["exp"], d["scale"], d["t"]
         canonical = s["kp_canonical"].expand(batch, -1, -1)
         value = transform_keypoints(canonical, rotation, exp, scale, t)
-        return {"value": value, "rotation": rotation, "exp": exp, "scale": scale, "t": t}
+        moved = {"value": value, "rotation": rotation, "exp": exp, "scale": scale, "t": t}
+        if self.second_stage_networks():
+            moved.update(self.second_stage_controls(s, d, batch, stitching, eye_ratio, lip_ratio, lip_normalize,
+                                                    paste_back))
+        return moved
+
+    def transfer_needs_landmarks(self, options: dict) -> bool:
+        """Eye and lip retargeting read the source's and the driving frames' landmarks."""
+        return options.get("eye_ratio") is not None or options.get("lip_ratio") is not None or bool(
+            options.get("lip_normalize"))
+
+    def train(self, mode: bool = True) -> LivePortraitModel:
+        """In the second stage F, M, W and G stay in eval mode (their BatchNorm statistics do not move), whatever
+        the mode asked for."""
+        super().train(mode)
+        if self.training_stage == 2:
+            for network in (self.appearance_feature_extractor, self.motion_extractor, self.warping_network,
+                            self.spade_decoder, self.skip_projections):
+                network.eval()
+        return self
 
     def second_stage_controls(self, source_motion: Motion, driving_motion: Motion, batch: int,
                               stitching: bool | None = None, eye_ratio: float | str | None = None,
