@@ -330,3 +330,131 @@ def test_stage2_run_keeps_stage1_bit_identical(stage1_run: tuple[Path, Path], tm
     assert any("running_mean" in k for k in first)  # BatchNorm statistics are among the compared tensors
     assert [k for k in first if not torch.equal(before[k], after[k])] == []
     assert any(not torch.equal(before[k], after[k]) for k in second)
+
+
+# --- animation ----------------------------------------------------------------------------------------------
+def trained_looking(network: torch.nn.Module, seed: int = 7) -> torch.nn.Module:
+    """The network with random last layers in its second stage (as after training: offsets no longer zero)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for net in network.second_stage_networks().values():
+            net.mlp[-1].weight.copy_(0.05 * torch.randn(net.mlp[-1].weight.shape, generator=gen))
+    return network
+
+
+def face_landmarks(count: int, eye_open: float, mouth_open: float) -> torch.Tensor:
+    """(count, 68, 2) iBUG points of a frontal face whose eyes and inner lips open by the given amounts."""
+    points = torch.zeros(count, 68, 2)
+    for corners, lids in (((36, 39), (37, 38, 41, 40)), ((42, 45), (43, 44, 47, 46))):
+        x0 = -0.4 if corners[0] == 36 else 0.1
+        points[:, corners[0]] = torch.tensor([x0, -0.2])
+        points[:, corners[1]] = torch.tensor([x0 + 0.3, -0.2])
+        for i, lid in enumerate(lids):
+            half = eye_open / 2 if i >= 2 else -eye_open / 2  # upper lids first, then the lower ones
+            points[:, lid] = torch.tensor([x0 + 0.1 + 0.1 * (i % 2), -0.2 + half])
+    points[:, 48], points[:, 54] = torch.tensor([-0.25, 0.4]), torch.tensor([0.25, 0.4])
+    for upper, lower, x in ((61, 67, -0.1), (62, 66, 0.0), (63, 65, 0.1)):
+        points[:, upper] = torch.tensor([x, 0.4 - mouth_open / 2])
+        points[:, lower] = torch.tensor([x, 0.4 + mouth_open / 2])
+    return points
+
+
+def test_stitching_is_on_when_pasted_back_unless_switched_off() -> None:
+    from reenact.animation.pipeline import animate_frames
+
+    network = trained_looking(small_network())
+    gen = torch.Generator().manual_seed(8)
+    source, driving = torch.rand(3, 64, 64, generator=gen), torch.rand(3, 3, 64, 64, generator=gen)
+    default = animate_frames(network, source, driving)
+    pasted = animate_frames(network, source, driving, paste_back=True)
+    assert torch.equal(animate_frames(network, source, driving, paste_back=True, stitching=False), default)
+    assert torch.equal(animate_frames(network, source, driving, stitching=True), pasted)
+    assert (pasted - default).abs().max() > 1e-4
+    off = small_network("model.network.stitching_network=null", "~model.groups.retargeting", "~model.lr.retargeting")
+    with pytest.raises(ValueError, match="stitching needs the LivePortrait stitching network") as info:
+        animate_frames(off, source, driving, stitching=True)
+    assert "\n" not in str(info.value)
+
+
+def test_eye_and_lip_retargeting_controls() -> None:
+    network = trained_looking(small_network())
+    gen = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        source = network.compact_motion(network.encode_motion(torch.rand(1, 3, 64, 64, generator=gen)))
+        driving = network.compact_motion(network.encode_motion(torch.rand(3, 3, 64, 64, generator=gen)))
+    source["landmarks"] = face_landmarks(1, eye_open=0.09, mouth_open=0.05)
+    driving["landmarks"] = torch.cat([face_landmarks(1, 0.03, 0.2), face_landmarks(1, 0.12, 0.0),
+                                      torch.full((1, 68, 2), float("nan"))])
+    reference = {k: v[:1] for k, v in driving.items()}
+    plain = network.transfer(source, driving, reference)
+    assert torch.equal(plain["eye_weight"], torch.zeros(3, 1)) and torch.equal(plain["lip_weight"], torch.zeros(3, 1))
+    assert torch.equal(plain["stitching"], torch.zeros(3, 1))
+    fixed = network.transfer(source, driving, reference, eye_ratio=0.1)
+    torch.testing.assert_close(fixed["eye_condition"], torch.tensor([[0.3, 0.3, 0.1]]).expand(3, 3))
+    assert torch.equal(fixed["eye_weight"], torch.ones(3, 1))
+    follow = network.transfer(source, driving, reference, eye_ratio="driving", lip_ratio="driving")
+    torch.testing.assert_close(follow["eye_condition"][:2, 2], torch.tensor([0.1, 0.4]))
+    torch.testing.assert_close(follow["lip_condition"][:2], torch.tensor([[0.1, 0.4], [0.1, 0.0]]))
+    assert follow["eye_weight"].flatten().tolist() == [1.0, 1.0, 0.0]  # no landmarks in the last frame: not moved
+    closed = network.transfer(source, driving, reference, lip_normalize=True)
+    torch.testing.assert_close(closed["lip_condition"], torch.tensor([[0.1, 0.0]]).expand(3, 2))
+    assert network.transfer_needs_landmarks({"lip_normalize": True})
+    assert not network.transfer_needs_landmarks({"stitching": True, "paste_back": True})
+    with torch.no_grad():
+        encoding = network.encode_source(torch.rand(1, 3, 64, 64, generator=gen))
+        encoding = {k: v.expand(3, *v.shape[1:]) for k, v in encoding.items()}
+        source_b = {k: v.expand(3, *v.shape[1:]) for k, v in source.items() if k != "landmarks"}
+        renders = [network.render_encoded(encoding, source_b, moved) for moved in (plain, fixed, closed)]
+    assert (renders[1] - renders[0]).abs().max() > 1e-4 and (renders[2] - renders[0]).abs().max() > 1e-4
+    for options, message in (({"lip_ratio": 0.2, "lip_normalize": True}, "give one of them"),
+                             ({"eye_ratio": "open"}, "give a number or 'driving'"),
+                             ({"eye_ratio": -1.0}, "non-negative")):
+        with pytest.raises(ValueError, match=message):
+            network.transfer(source, driving, reference, **options)
+    without = {k: v for k, v in source.items() if k != "landmarks"}
+    with pytest.raises(ValueError, match="source's facial landmarks"):
+        network.transfer(without, driving, reference, eye_ratio=0.2)
+
+
+def test_exported_renderer_applies_stitching_and_retargeting(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from reenact.animation.pipeline import animate_frames
+    from reenact.export.exporter import export_model
+    from reenact.export.onnx_backend import load_exported
+    from reenact.utils.hydra_utils import to_plain
+
+    network = trained_looking(small_network())
+    cfg = compose_config("train", ["model=liveportrait_small", "paths.root_dir=/tmp", "paths.output_dir=/tmp"])
+    export_model(network, 64, tmp_path / "onnx", to_plain(cfg.model))
+    gen = torch.Generator().manual_seed(10)
+    source, driving = torch.rand(3, 64, 64, generator=gen), torch.rand(2, 3, 64, 64, generator=gen)
+    exported = load_exported(tmp_path / "onnx")
+    for options in ({}, {"paste_back": True}):
+        expected = animate_frames(network, source, driving, **options)
+        torch.testing.assert_close(exported.animate(source, driving, **options), expected, rtol=0, atol=1e-4)
+
+
+def test_animate_cli_retargets_a_real_portrait(stage1_run: tuple[Path, Path], tmp_path: Path,
+                                               faces_dir: Path) -> None:
+    from reenact.animate import run as animate_run
+    from reenact.data.video import iter_frames
+
+    checkpoint = read_checkpoint(stage1_run[0])
+    gen = torch.Generator().manual_seed(11)
+    for key in ("network.eye_retargeting_network.mlp.10.weight", "network.lip_retargeting_network.mlp.6.weight"):
+        checkpoint["state_dict"][key] = 0.05 * torch.randn(checkpoint["state_dict"][key].shape, generator=gen)
+    ckpt = tmp_path / "retargeting.ckpt"
+    torch.save(checkpoint, ckpt)
+
+    def animate(name: str, *overrides: str) -> list:
+        cfg = compose_config("animate", [f"ckpt_path={ckpt}", f"source={faces_dir / 's0.jpg'}",
+                                         f"driving={faces_dir / 'd0.mp4'}", f"output={tmp_path / name}",
+                                         f"paths.output_dir={tmp_path}", "progress=false", "device=cpu",
+                                         "max_frames=3", *overrides])
+        animate_run(cfg)
+        return [frame.astype(float) for frame in iter_frames(tmp_path / name)]
+
+    plain = animate("plain.mp4")
+    eyes = animate("eyes.mp4", "+transfer_options.eye_ratio=0.05", "+transfer_options.lip_normalize=true")
+    assert len(plain) == len(eyes) == 3
+    assert max(abs(a - b).mean() for a, b in zip(plain, eyes, strict=True)) > 0.5
