@@ -315,10 +315,15 @@ class LivePortraitModel(ReenactmentFamily):
         the mode asked for."""
         super().train(mode)
         if self.training_stage == 2:
-            for network in (self.appearance_feature_extractor, self.motion_extractor, self.warping_network,
-                            self.spade_decoder, self.skip_projections):
-                network.eval()
+            self.first_stage_to_eval()
         return self
+
+    def first_stage_to_eval(self) -> None:
+        """F, M, W, G (and the skip projections) in eval mode. The second stage's forward calls it too: Lightning
+        restores every submodule's mode flag after validation without calling :meth:`train`."""
+        for network in (self.appearance_feature_extractor, self.motion_extractor, self.warping_network,
+                        self.spade_decoder, self.skip_projections):
+            network.eval()
 
     def second_stage_controls(self, source_motion: Motion, driving_motion: Motion, batch: int,
                               stitching: bool | None = None, eye_ratio: float | str | None = None,

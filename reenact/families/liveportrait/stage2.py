@@ -72,6 +72,7 @@ def keypoint_weights(keypoints: torch.Tensor, centres: torch.Tensor, radius: tor
 
 def second_stage_forward(model: Any, batch: dict[str, Any]) -> ModelOutput:
     """The stage-2 outputs (see the module docstring) of a :class:`LivePortraitModel` for a training batch."""
+    model.first_stage_to_eval()  # frozen: BatchNorm uses (and keeps) its running statistics
     source, driving = batch["source"], batch["driving"]
     count = source.shape[0]
     with torch.no_grad():  # stage 1 is frozen: its motion and F's volume carry no gradient
