@@ -488,3 +488,37 @@ def test_warped_source_term_trains_the_motion_not_the_renderer() -> None:
     assert grad_norm(model.warping_network.dense_motion_network) > 0
     assert grad_norm(model.warping_network.third) == grad_norm(model.warping_network.fourth) == 0
     assert grad_norm(model.spade_decoder) == 0
+
+
+def test_decoder_blend_takes_visible_pixels_from_the_warped_source_and_exports_the_same() -> None:
+    """``spade_decoder.blend_warped_source``: a mask saturated at 1 gives the source warped by the model's flow, at 0
+    the decoder's image; the split rendering (what export runs) gives the same frames."""
+    from hydra.utils import instantiate
+
+    from reenact.utils.hydra_utils import compose_config
+
+    cfg = compose_config("train", ["model=liveportrait_small", "model.network.spade_decoder.blend_warped_source=true",
+                                   "paths.root_dir=/tmp", "paths.output_dir=/tmp"])
+    torch.manual_seed(0)
+    network = instantiate(cfg.model.network).eval()
+    source, driving = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    head = network.spade_decoder.blend.head
+    torch.nn.init.zeros_(head.weight)
+    for bias, expected in ((30.0, "deformed"), (-30.0, "decoder")):
+        torch.nn.init.constant_(head.bias, bias)
+        with torch.no_grad():
+            out = network(source, driving)
+            encoded = network.render_encoded(network.encode_source(source), out["motion_source"],
+                                             out["motion_driving"])
+            blend, network.spade_decoder.blend = network.spade_decoder.blend, None
+            decoder = network(source, driving)["prediction"]
+            network.spade_decoder.blend = blend
+        target = out["deformed"] if expected == "deformed" else decoder
+        torch.testing.assert_close(out["prediction"], target, atol=1e-6, rtol=0)
+        torch.testing.assert_close(encoded, out["prediction"], atol=1e-6, rtol=0)
+    released = compose_config("train", ["model=liveportrait", "model.network.spade_decoder.blend_warped_source=true",
+                                        "paths.root_dir=/tmp", "paths.output_dir=/tmp"])
+    from hydra.errors import InstantiationException
+
+    with pytest.raises(InstantiationException, match="needs upscale == 1"):
+        instantiate(released.model.network.spade_decoder)

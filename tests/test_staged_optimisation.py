@@ -42,6 +42,17 @@ class ParameterSnapshots(Callback):
         self._take(pl_module)
 
 
+class KeepTaskState(Callback):
+    """The network's state dicts when training starts."""
+
+    seen: dict[str, Any] = {}
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        network = pl_module.network
+        KeepTaskState.seen["state"] = {k: v.clone() for k, v in network.kp_detector.state_dict().items()}
+        KeepTaskState.seen["generator"] = {k: v.clone() for k, v in network.generator.state_dict().items()}
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
@@ -55,13 +66,27 @@ def changed(before: list[torch.Tensor], after: list[torch.Tensor]) -> bool:
     return any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
-def test_a_frozen_group_keeps_its_parameters_while_the_others_train(tmp_path: Path, cache_dir: Path) -> None:
-    _, objects = run(train_config(tmp_path, cache_dir, [*COMMON, "trainer.max_epochs=1",
-                                                        "++model.groups.kp_detector.frozen=true"]))
+def test_a_frozen_group_keeps_its_parameters_and_statistics_and_needs_no_rate(tmp_path: Path,
+                                                                             cache_dir: Path) -> None:
+    """A frozen group (a second stage with the rest fixed) keeps its weights and its BatchNorm running statistics,
+    through training steps and PreciseBN, while the others train; it needs no learning rate."""
+    overrides = [*COMMON, "trainer.max_epochs=2", "trainer.limit_val_batches=1", "model.precise_bn_batches=2",
+                 "++model.groups.kp_detector.frozen=true", "~model.lr.kp_detector",
+                 "+callbacks.keep_task={_target_: tests.test_staged_optimisation.KeepTaskState}"]
+    KeepTaskState.seen.clear()
+    _, objects = run(train_config(tmp_path, cache_dir, overrides))
     assert objects["trainer"].global_step > 0
-    start, end = snapshots(objects)
+    start, _, end = snapshots(objects)
     assert not changed(start["kp_detector"], end["kp_detector"])
     assert changed(start["generator"], end["generator"])
+    before, network = KeepTaskState.seen["state"], objects["task"].network
+    statistics = [k for k in before if "running_" in k]
+    assert statistics, "the FOMM keypoint detector has BatchNorm statistics"
+    after = network.kp_detector.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and running statistics, bit for bit
+    generator_bn = [k for k, v in network.generator.state_dict().items() if "running_mean" in k]
+    assert generator_bn and any(not torch.equal(KeepTaskState.seen["generator"][k], network.generator.state_dict()[k])
+                                for k in generator_bn), "the trained group's statistics do move"
 
 
 def test_a_group_with_a_later_start_epoch_waits_for_it(tmp_path: Path, cache_dir: Path) -> None:

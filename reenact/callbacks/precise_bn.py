@@ -32,7 +32,9 @@ def recompute_batchnorm_statistics(trainer: Trainer, pl_module: Any, num_batches
     """Replace every BatchNorm's running statistics in ``pl_module.network`` with averages over ``num_batches``
     training batches; returns the number of batches used."""
     network = pl_module.network
-    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    # the statistics of frozen groups' modules stay as they are
+    frozen = {id(m) for module in getattr(pl_module, "frozen_modules", list)() for m in module.modules()}
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen]
     datamodule = getattr(trainer, "datamodule", None)
     if not norms or datamodule is None:
         return 0

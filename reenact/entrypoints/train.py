@@ -25,6 +25,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from reenact.families.base import parameters_may_go_unused
 from reenact.utils.config_check import ConfigError, check_instantiable, resolve_or_fail
 from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE, instantiate_collection, to_plain
 from reenact.utils.messages import first_line
@@ -94,8 +95,10 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         # It refuses to run without a logger, and logger=none is a legitimate choice (sweeps, debugging).
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer_cfg = cfg.trainer
-    if task.discriminator is not None and trainer_cfg.get("strategy") == "ddp":
-        # The discriminator's parameters get no gradient in the generator pass (they are frozen there).
+    if trainer_cfg.get("strategy") == "ddp" and parameters_may_go_unused(
+            task.network, task.group_options, has_discriminator=task.discriminator is not None):
+        # Some parameters get no gradient in some steps (the discriminator's in the generator pass, a group that
+        # is frozen or starts late, a network the family uses in one stage only): DDP must look for them.
         trainer_cfg = OmegaConf.merge(trainer_cfg, {"strategy": "ddp_find_unused_parameters_true"})
     if trainer_cfg.get("sync_batchnorm") and trainer_cfg.get("accelerator") == "cpu":
         log.warning("SyncBatchNorm needs GPUs; training on CPU with per-process BatchNorm statistics")

@@ -89,7 +89,8 @@ class ReenactmentTask(LightningModule):
         network_groups = list(network.optimizer_groups())
         self.optimizer_names = network_groups + ([DISCRIMINATOR] if self.discriminator is not None else [])
         lr = dict(lr or {})
-        missing = [name for name in self.optimizer_names if name not in lr]
+        frozen_groups = {name for name, options in (groups or {}).items() if (options or {}).get("frozen", False)}
+        missing = [name for name in self.optimizer_names if name not in lr and name not in frozen_groups]
         unknown = [name for name in lr if name not in self.optimizer_names and name != DISCRIMINATOR]
         if missing or unknown:
             raise ValueError(
@@ -140,7 +141,7 @@ class ReenactmentTask(LightningModule):
                 for parameter in params[name]:
                     parameter.requires_grad_(False)  # no gradients computed for it at all
             make_optimizer = options.optimizer or self.optimizer_factory
-            optimizer = make_optimizer(params[name], lr=self.lr[name])
+            optimizer = make_optimizer(params[name], lr=self.lr.get(name, 0.0))  # a frozen group needs no rate
             optimizers.append(optimizer)
             make_scheduler = options.scheduler or self.scheduler_factory
             if make_scheduler is not None:
@@ -154,7 +155,7 @@ class ReenactmentTask(LightningModule):
         (an unknown schedule kind, a wrong argument) stops the run at start-up, not when fitting begins."""
         for name, options in self.group_options.items():
             probe = torch.nn.Parameter(torch.zeros(1))
-            optimizer = (options.optimizer or self.optimizer_factory)([probe], lr=self.lr[name])
+            optimizer = (options.optimizer or self.optimizer_factory)([probe], lr=self.lr.get(name, 0.0))
             make_scheduler = options.scheduler or self.scheduler_factory
             if make_scheduler is not None:
                 make_scheduler(optimizer)
@@ -184,6 +185,8 @@ class ReenactmentTask(LightningModule):
         source = batch["source"]
         devices = [source.device] if source.device.type == "cuda" else []
 
+        for module in self.frozen_modules():  # Lightning switches the whole task to train mode between epochs
+            module.eval()
         self.network.set_progress(self.global_step, self.current_epoch)
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self._step_seed(batch_idx))
@@ -223,6 +226,26 @@ class ReenactmentTask(LightningModule):
         batch_size = source.shape[0]
         self.log_dict(logged, on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("train/loss", total.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """The largest sub-modules of the network whose parameters all belong to frozen groups: they stay in eval
+        mode, so their BatchNorm statistics do not change either."""
+        frozen = {id(p) for name, params in self.network.optimizer_groups().items()
+                  if self.group_options[name].frozen for p in params}
+        if not frozen:
+            return []
+        found: list[torch.nn.Module] = []
+
+        def visit(module: torch.nn.Module) -> None:
+            own = [id(p) for p in module.parameters()]
+            if own and all(p in frozen for p in own):
+                found.append(module)
+                return
+            for child in module.children():
+                visit(child)
+
+        visit(self.network)
+        return found
 
     def _clip_and_step(self, name: str, optimizer: Any) -> None:
         """Step one group's optimiser unless the group is frozen or starts later; clip its gradients first."""

@@ -370,7 +370,7 @@ def test_stitching_is_on_when_pasted_back_unless_switched_off() -> None:
     assert torch.equal(animate_frames(network, source, driving, paste_back=True, stitching=False), default)
     assert torch.equal(animate_frames(network, source, driving, stitching=True), pasted)
     assert (pasted - default).abs().max() > 1e-4
-    off = small_network("model.network.stitching_network=null", "~model.groups.retargeting", "~model.lr.retargeting")
+    off = small_network("model.network.stitching_network=null", "~model.groups.retargeting")
     with pytest.raises(ValueError, match="stitching needs the LivePortrait stitching network") as info:
         animate_frames(off, source, driving, stitching=True)
     assert "\n" not in str(info.value)

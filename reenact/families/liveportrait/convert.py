@@ -59,7 +59,6 @@ RETARGETING_KEYS = {
 WITHOUT_SECOND_STAGE = (
     *(f"model.network.{ours}=null" for ours in RETARGETING_KEYS.values()),
     "~model.groups.retargeting",
-    "~model.lr.retargeting",
 )
 SECOND_STAGE_OFF = ("no retargeting_models/stitching_retargeting_module.pth beside the base models: stitching and "
                     "retargeting are off")

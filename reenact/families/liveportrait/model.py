@@ -146,7 +146,7 @@ class LivePortraitModel(ReenactmentFamily):
         """F + W + G for given motions (dicts with ``value`` (B, K, 3) keypoints), e.g. relative-motion keypoints
         at animation time."""
         feature_3d, levels = self.appearance_feature_extractor.encode(source)  # (B, C, D, h, w), 2D levels
-        warped, prediction = self._warp_and_decode(feature_3d, levels, source_motion, driving_motion)
+        warped, prediction = self._warp_and_decode(feature_3d, levels, source_motion, driving_motion, source)
         deformation: torch.Tensor = warped["deformation"]  # always a tensor; the occlusion map may be None
         return {
             "prediction": prediction,
@@ -160,6 +160,8 @@ class LivePortraitModel(ReenactmentFamily):
         ...)."""
         feature_3d, levels = self.appearance_feature_extractor.encode(source)
         encoding = {"volume": feature_3d}
+        if self.spade_decoder.blend is not None:  # the blend takes visible pixels from the warped image
+            encoding["image"] = source
         if self.warped_skips:
             encoding.update({f"level{n}": level for n, level in enumerate(levels)})
         return encoding
@@ -169,12 +171,20 @@ class LivePortraitModel(ReenactmentFamily):
     ) -> torch.Tensor:
         count = self.appearance_feature_extractor.num_down_blocks if self.warped_skips else 0
         levels = [encoding[f"level{n}"] for n in range(count)]
-        return self._warp_and_decode(encoding["volume"], levels, source_motion, driving_motion)[1]
+        return self._warp_and_decode(encoding["volume"], levels, source_motion, driving_motion,
+                                     encoding.get("image"))[1]
 
     def _warp_and_decode(
-        self, feature_3d: torch.Tensor, levels: list[torch.Tensor], kp_source: Motion, kp_driving: Motion
+        self,
+        feature_3d: torch.Tensor,
+        levels: list[torch.Tensor],
+        kp_source: Motion,
+        kp_driving: Motion,
+        source: torch.Tensor | None = None,
     ) -> tuple[dict, torch.Tensor]:
-        """W's output and G's prediction (B, 3, H', W') for F's volume and 2D levels."""
+        """W's output and G's prediction (B, 3, H', W') for F's volume and 2D levels (and the source image, which
+        a decoder that blends in the warped source needs). The driving keypoints are those the second stage's
+        control entries ask for (:meth:`retargeted_keypoints`)."""
         driving_value = self.retargeted_keypoints(kp_source, kp_driving)
         warped = self.warping_network(feature_3d, driving_value, _kp_value(kp_source))
         skips = None
@@ -188,7 +198,10 @@ class LivePortraitModel(ReenactmentFamily):
                 project(warp_and_mask(levels[len(levels) - 1 - i], flow, mask))
                 for i, project in enumerate(self.skip_projections)
             ]
-        return warped, self.spade_decoder(warped["out"], skips)  # prediction (B, 3, H', W')
+        warped_source = None
+        if self.spade_decoder.blend is not None and source is not None:
+            warped_source = self.deformed_image(source, warped["deformation"])  # (B, 3, H, W)
+        return warped, self.spade_decoder(warped["out"], skips, warped_source)  # prediction (B, 3, H', W')
 
     def second_stage_networks(self) -> dict[str, nn.Module]:
         """The stitching and retargeting networks this model has, by attribute name."""

@@ -84,7 +84,7 @@ def second_stage_forward(model: Any, batch: dict[str, Any]) -> ModelOutput:
     output: dict[str, Any] = {"motion_source": kp_s, "motion_driving": kp_d}
 
     def render(kp_driving: torch.Tensor) -> torch.Tensor:
-        return model._warp_and_decode(feature_3d, levels, kp_s, kp_driving)[1]  # (B, 3, H', W')
+        return model._warp_and_decode(feature_3d, levels, kp_s, kp_driving, source)[1]  # (B, 3, H', W')
 
     renders = []
     if model.stitching_network is not None:
