@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from reenact.animation.errors import AnimationInputError
 from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE
@@ -67,11 +67,33 @@ def options_from_config(cfg: DictConfig) -> Any:
     )
 
 
+def resolve_speed(cfg: DictConfig) -> DictConfig:
+    """``precision=auto`` and ``channels_last=auto`` as :func:`reenact.utils.speed.recommended` gives them for the
+    device the network runs on (the rule ``trainer=cpu`` follows); onnxruntime runs fp32 channels-first."""
+    precision, channels_last = cfg.get("precision", "fp32"), cfg.get("channels_last", False)
+    if "auto" not in (precision, channels_last):
+        return cfg
+    from reenact.animation.pipeline import resolve_device
+    from reenact.utils.speed import recommended
+
+    if cfg.get("backend", "pytorch") == "pytorch":
+        settings = recommended(resolve_device(cfg.get("device", "auto")))
+        auto_precision, auto_channels_last = settings.autocast, settings.channels_last
+    else:
+        auto_precision, auto_channels_last = "fp32", False
+    resolved = cfg.copy()
+    with open_dict(resolved):
+        resolved.precision = auto_precision if precision == "auto" else precision
+        resolved.channels_last = auto_channels_last if channels_last == "auto" else channels_last
+    return resolved
+
+
 def run(cfg: DictConfig) -> list[Any]:
     """Animate ``cfg.source`` (an image or a folder) with ``cfg.driving``; returns one result per source."""
     backend = cfg.get("backend", "pytorch")
     if backend not in BACKENDS:
         raise AnimationInputError(f"backend={backend!r}; choose one of {', '.join(BACKENDS)}")
+    cfg = resolve_speed(cfg)
     model_key = "ckpt_path" if backend == "pytorch" else "export_dir"
     for key in (model_key, *REQUIRED[1:]):
         if OmegaConf.is_missing(cfg, key) or cfg.get(key) in (None, ""):

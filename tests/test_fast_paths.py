@@ -311,21 +311,6 @@ def test_batches_are_pinned_exactly_when_training_on_cuda() -> None:
 # ------------------------------------------------------------------------------------- benchmarks/conv_peak.py
 
 
-def test_train_step_recommends_channels_last_only_on_gpus_and_avx512_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
-    spec = importlib.util.spec_from_file_location("train_step", script)
-    train_step = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_step)
-    _, overrides = train_step.CONFIGS["recommended"]
-    for capability, device, want in [("AVX2", "cpu", "false"), ("AVX512", "cpu", "true"), ("AVX2", "cuda", "true")]:
-        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
-        resolved = train_step.resolve_native(overrides, device)
-        assert f"model.channels_last={want}" in resolved and "+model.optimizer.fused=true" in resolved
-
-
 def test_the_conv_peak_benchmark_prints_its_tables(capsys: pytest.CaptureFixture[str]) -> None:
     import importlib.util
     from pathlib import Path

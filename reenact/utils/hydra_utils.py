@@ -24,23 +24,19 @@ VERSION_BASE = "1.3"
 def native_cpu_precision() -> str:
     """``bf16-mixed`` where the CPU computes bfloat16 natively (AVX512-BF16 / AMX), else ``32-true``.
 
-    Used by ``trainer=cpu`` as ``${reenact.cpu_precision:}``: on such CPUs bf16 autocast makes a small
-    model's step about 1.5x faster; elsewhere bf16 is emulated and slower than fp32.
+    Used by ``trainer=cpu`` as ``${reenact.cpu_precision:}``; the precision of :func:`reenact.utils.speed.recommended`,
+    the one rule that animation and ``benchmarks/train_step.py`` read too.
     """
-    return "bf16-mixed" if cpu_computes_bf16() else "32-true"
+    from reenact.utils.speed import recommended
+
+    return recommended("cpu").precision
 
 
 def cpu_computes_bf16() -> bool:
-    """Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX tiles).
+    """Whether this CPU has bfloat16 arithmetic (:func:`reenact.utils.speed.cpu_computes_bf16`)."""
+    from reenact.utils.speed import cpu_computes_bf16 as computes
 
-    ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is not the test: it is true on every AVX-512 CPU, where oneDNN
-    emulates bfloat16 and a bf16-mixed step of ``fomm`` at 256x256 takes twice as long as fp32 (measured on an
-    AVX-512 Xeon without AVX512-BF16, experiments/2026-12-01_performance.md).
-    """
-    import torch
-
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    return computes()
 
 
 def launch_dir() -> str:
