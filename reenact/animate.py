@@ -25,7 +25,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from reenact.animation.errors import AnimationInputError
-from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE
+from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE, with_override_check
 from reenact.utils.messages import one_line
 
 log = logging.getLogger("reenact.animate")
@@ -139,6 +139,7 @@ def run(cfg: DictConfig) -> list[Any]:
     return results
 
 
+@with_override_check
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="animate")
 def _hydra_main(cfg: DictConfig) -> None:
     from reenact.errors import USER_ERRORS

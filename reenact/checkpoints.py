@@ -40,10 +40,27 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
         for candidate in (path / "checkpoints" / CHECKPOINT_NAME, path / CHECKPOINT_NAME):
             if candidate.is_file():
                 return candidate
-        raise CheckpointError(f"no checkpoint in {path} (looked for {path / 'checkpoints' / CHECKPOINT_NAME})")
+        looked = path / "checkpoints" / CHECKPOINT_NAME
+        newest = newest_complete_checkpoint(path)
+        if newest is not None:  # e.g. a full disk stopped the run before it could write last.ckpt
+            raise CheckpointError(f"no {CHECKPOINT_NAME} in {path} (looked for {looked}); the newest complete "
+                                  f"checkpoint of the run is {newest}: pass ckpt_path={newest}")
+        raise CheckpointError(f"no checkpoint in {path} (looked for {looked})")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     return path
+
+
+def newest_complete_checkpoint(run_dir: str | Path) -> Path | None:
+    """The most recently written non-empty ``*.ckpt`` of a run folder (``RUN/checkpoints`` or ``RUN`` itself).
+
+    Checkpoints are renamed into place only when whole (``reenact.callbacks.checkpointing.atomic_torch_save``), so
+    any file under a ``.ckpt`` name is complete; the hidden temporaries of an interrupted write are not candidates.
+    """
+    run_dir = Path(run_dir)
+    found = [p for folder in (run_dir / "checkpoints", run_dir) if folder.is_dir() for p in folder.glob("*.ckpt")
+             if p.is_file() and not p.name.startswith(".") and p.stat().st_size > 0]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
 def load_error_reason(error: BaseException) -> str:

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reenact.metrics.sources import EvaluationInputError
 from reenact.utils.config_check import check_instantiable
-from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE
+from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE, with_override_check
 from reenact.utils.messages import first_line, one_line
 
 log = logging.getLogger("reenact.evaluate")
@@ -231,6 +231,7 @@ def _plain_config(cfg: DictConfig) -> dict[str, Any]:
         return OmegaConf.to_container(OmegaConf.create(container), resolve=False)
 
 
+@with_override_check
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from reenact.errors import USER_ERRORS

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from reenact.errors import ReenactError
-from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE
+from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE, with_override_check
 from reenact.utils.messages import one_line
 
 log = logging.getLogger("reenact.warp")
@@ -116,6 +116,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return {"output": output, "flow": flow_path, "field_size": tuple(deformation.shape[1:3])}
 
 
+@with_override_check
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="warp")
 def main(cfg: DictConfig) -> None:
     from reenact.errors import USER_ERRORS

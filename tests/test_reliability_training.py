@@ -112,8 +112,9 @@ def test_nonfinite_batchnorm_statistics_are_never_saved(tmp_path: Path, cache_di
 
 
 def test_divergence_without_checkpoint_callbacks_fails_at_the_end(tmp_path: Path, cache_dir: Path) -> None:
+    # the visualiser is left out too: it checks the weights at each validation (tests/test_reliability_messages.py)
     no_checkpoints = ["~callbacks.model_checkpoint", "~callbacks.last_checkpoint",
-                      "+trainer.enable_checkpointing=false"]
+                      "+trainer.enable_checkpointing=false", "~callbacks.reconstruction_visualizer"]
     cfg = train_config(tmp_path, cache_dir, [*no_checkpoints, "logger=none", *poison(0, 1, "batchnorm")])
     with pytest.raises(NonFiniteError, match="the weights at the end of training"):
         run(cfg)

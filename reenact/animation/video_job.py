@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from reenact.animation.cropping import (
+    IMAGE_SUFFIXES,
     CropSettings,
     build_detector,
     driving_crop_box,
@@ -122,6 +123,9 @@ def prepare_driving(path: str | Path, options: AnimationOptions) -> DrivingVideo
     path = Path(path)
     if not path.exists():
         raise AnimationInputError(f"driving video not found: {path}")
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        raise AnimationInputError(f"driving {path} is an image, not a video: the driving input must be a video "
+                                  f"(or a folder of its frames); a still image goes in source=")
     try:
         info = probe_video(path)
     except VideoError as exc:

@@ -19,9 +19,11 @@ Two pieces, both wired in by the configs (``reenact/conf/trainer/default.yaml`` 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,39 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from reenact.errors import ReenactError
 from reenact.utils.finite import DIVERGED_HINT, NonFiniteError, nonfinite_tensors, require_finite, summarise_keys
 
 log = logging.getLogger(__name__)
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(ReenactError, OSError):
+    """No space left on the file system a run writes to (one line naming it)."""
+
+
+def mount_point(path: str | os.PathLike[str]) -> Path:
+    """The mount point of the file system holding ``path`` (its nearest existing folder)."""
+    path = Path(path).resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def disk_full_error(exc: OSError, path: str | os.PathLike[str]) -> DiskFullError:
+    """A one-line :class:`DiskFullError` for ``exc`` raised while writing ``path``."""
+    where = mount_point(path)
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    error = DiskFullError(f"No space left on the disk at {where} ({free}) while writing {path}; free some space")
+    error.errno = exc.errno
+    return error
 
 
 def _is_local(path: Any) -> bool:
@@ -49,16 +81,21 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS and not isinstance(exc, DiskFullError):
+            raise disk_full_error(exc, path) from None
         raise
     # Make the rename itself durable: without this a power loss can still bring back the old directory entry.
     with contextlib.suppress(OSError):
@@ -98,11 +135,16 @@ class FiniteModelCheckpoint(ModelCheckpoint):
         super()._save_checkpoint(trainer, filepath)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if self.save_on_exception and (isinstance(exception, NonFiniteError)
-                                       or nonfinite_tensors(pl_module.state_dict())):
-            # The state at the failure is not worth resuming from; overwriting last.ckpt would destroy the last
-            # good resume point.
+        """Write nothing: the last epoch-end checkpoint is the resume point (see the module docstring).
+
+        Lightning's own handler would save the mid-epoch state (not resumable bit-exactly, and in DDP a save after
+        a rank died waits on the dead rank) and print its own "An ... was raised" line before the entry point's.
+        """
+        if not self.save_on_exception or self._last_global_step_saved == trainer.global_step:
+            return
+        if isinstance(exception, NonFiniteError) or nonfinite_tensors(pl_module.state_dict()):
             log.info("not saving a checkpoint after %s: the state is not finite; earlier checkpoints are kept",
                      type(exception).__name__)
             return
-        super().on_exception(trainer, pl_module, exception)
+        log.info("not saving the partial epoch %d after %s: the checkpoints stay at the end of the last complete "
+                 "epoch, which resumes exactly", trainer.current_epoch, type(exception).__name__)

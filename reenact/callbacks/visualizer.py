@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 
+from reenact.utils.finite import DIVERGED_HINT, NonFiniteError, nonfinite_tensors, summarise_keys
 from reenact.utils.visualize import draw_keypoints, make_grid, to_uint8
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,23 @@ class ReconstructionVisualizer(Callback):
         self.video_frames = video_frames
         self.log_video = log_video
 
-    @rank_zero_only
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
+        # A diverged model (the training loss can stay finite while BatchNorm's running statistics, used in eval
+        # mode, are not) stops here with one line, before anything is drawn or saved; every rank takes part in
+        # the decision so that none waits for another.
+        bad = nonfinite_tensors(pl_module.state_dict())
+        if trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
+            where = summarise_keys(bad) if bad else "tensors on another rank"
+            raise NonFiniteError(f"non-finite weights at epoch {trainer.current_epoch} step {trainer.global_step}: "
+                                 f"{where}; not saving or drawing anything (earlier checkpoints are kept); "
+                                 f"{DIVERGED_HINT}")
+        if trainer.is_global_zero:
+            self.draw(trainer, pl_module)
+
+    def draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Write the grid (and the video) of this validation; rank 0 only."""
         loaders = trainer.val_dataloaders
         loader = loaders[0] if isinstance(loaders, list) else loaders
         if loader is None or len(loader.dataset) == 0:

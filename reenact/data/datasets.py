@@ -145,6 +145,10 @@ def normalise_landmarks(points: np.ndarray, width: int, height: int, size: int) 
     return torch.from_numpy(2.0 * resized / (size - 1) - 1.0)
 
 
+# The frames one training sample may hold (its pair and extra sources, float32): 256 MiB is 340 frames at 256px.
+MAX_SAMPLE_BYTES = 2**28
+
+
 class PairDataset(Dataset):
     """Two random frames (sorted in time: source first) of one clip per item, FOMM style.
 
@@ -176,6 +180,7 @@ class PairDataset(Dataset):
         self.num_repeats = num_repeats
         self.augmentation = augmentation
         self.clips = scan_clips(self.root, identities, min_frames=2)
+        self._check_num_sources()
         self.with_landmarks, self.with_pose = _common_side_files(self.clips, self.root)
         self.identities = sorted({c.identity for c in self.clips})
         self.by_identity = {i: [c for c in self.clips if c.identity == i] for i in self.identities}
@@ -187,6 +192,27 @@ class PairDataset(Dataset):
         self.cache_bytes = int(cache_mb * 2**20)
         self._cache: dict[Path, np.ndarray | None] = {}
         self._cached_bytes = 0
+
+    def _check_num_sources(self) -> None:
+        """Refuse, at start-up, more source frames per pair than the clips can give or one sample can hold.
+
+        The sources are frames of the pair's clip: asking for more than the shortest clip has repeats frames (and
+        a huge ``num_sources`` once made every sample, and the network's attention over the sources, grow until
+        the kernel killed the run). The bound also caps what one decoded sample allocates.
+        """
+        if self.num_sources == 1 or not self.clips:
+            return
+        shortest = min(self.clips, key=lambda clip: clip.num_frames)
+        if self.num_sources > shortest.num_frames:
+            raise DatasetError(
+                f"data.num_sources={self.num_sources}: more source frames per pair than the shortest training clip "
+                f"has ({shortest.num_frames} frames, {shortest.path.name}); use at most {shortest.num_frames}")
+        sample_bytes = (self.num_sources + 1) * 3 * self.frame_size**2 * 4  # float32 (S + 1, 3, H, W)
+        if sample_bytes > MAX_SAMPLE_BYTES:
+            most = MAX_SAMPLE_BYTES // (3 * self.frame_size**2 * 4) - 1
+            raise DatasetError(
+                f"data.num_sources={self.num_sources}: one sample would hold {sample_bytes / 2**20:.0f} MiB of frames "
+                f"at {self.frame_size}px (the limit is {MAX_SAMPLE_BYTES // 2**20} MiB); use at most {most}")
 
     def __len__(self) -> int:
         return (len(self.identities) if self.id_sampling else len(self.clips)) * self.num_repeats

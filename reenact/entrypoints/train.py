@@ -111,9 +111,12 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("train", True):
         from reenact.utils.finite import require_finite
         from reenact.utils.interruption import report_interruption
+        from reenact.utils.rank_watchdog import watch_ranks
 
-        # SIGTERM or Ctrl-C: last.ckpt is saved, one line says how to resume, and the exit code is 143 or 130.
-        with report_interruption(trainer, cfg.paths.output_dir):
+        # SIGTERM or Ctrl-C: one line says how to resume (from the last epoch-end last.ckpt), exit code 143 or 130.
+        # A DDP rank that dies stops the others with one line (RankDiedError) instead of a hang.
+        resume = f"; resume with ckpt_path={cfg.paths.output_dir}"
+        with report_interruption(trainer, cfg.paths.output_dir), watch_ranks(trainer, resume):
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             # The checkpoint callbacks check before each save; this also covers runs without them
             # (callbacks=none) and divergence after the last save.
@@ -210,7 +213,17 @@ def precheck_overrides(argv: list[str]) -> None:
 
 
 def cli() -> None:
+    from reenact.utils.hydra_utils import check_override_syntax
+    from reenact.utils.run_lock import RunDirInUseError, claim_run_dir_from_argv
+
+    check_override_syntax(sys.argv[1:])
     precheck_overrides(sys.argv[1:])
+    try:
+        # before Hydra writes its config and log into an explicit hydra.run.dir: a live run there keeps it
+        claim_run_dir_from_argv(sys.argv[1:])
+    except RunDirInUseError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
     main()
 
 
@@ -218,21 +231,41 @@ def cli() -> None:
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    from reenact.callbacks.checkpointing import DISK_FULL_ERRNOS, DiskFullError, disk_full_error
     from reenact.errors import USER_ERRORS
     from reenact.utils.hydra_utils import refuse_reused_run_dir, remove_unused_run_dir
+    from reenact.utils.rank_watchdog import RankDiedError, claim_report
+    from reenact.utils.run_lock import LOCK_NAME, claim_run_dir, holds_run_dir, remove_stale_temporaries
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     # What Hydra writes into every run folder before the run starts: its config folder and the job's log.
     log_file = OmegaConf.select(hydra_cfg, "job_logging.handlers.file.filename")
-    hydra_files = {str(name) for name in (hydra_cfg.output_subdir, log_file and Path(str(log_file)).name) if name}
+    hydra_files = {str(name) for name in (hydra_cfg.output_subdir, log_file and Path(str(log_file)).name, LOCK_NAME)
+                   if name}
     try:
+        # one live run per folder (a default folder is new, but a sweep job's or an explicit one may be shared)
+        claim_run_dir(output_dir)
+        # left by a kill during a write; with the folder's lock held no live process writes here (other ranks skip)
+        for stale in remove_stale_temporaries(output_dir) if holds_run_dir(output_dir) else []:
+            log.info("removed %s, a partial checkpoint write of an earlier process", stale)
         refuse_reused_run_dir(output_dir, cfg.get("ckpt_path"), bool(cfg.get("overwrite", False)))
         metrics, _ = run(cfg)
+    except RankDiedError as exc:
+        if claim_report():
+            print(f"error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except USER_ERRORS as exc:
         # A failed start leaves no empty folder behind (only a folder this process created is removed).
         remove_unused_run_dir(output_dir, hydra_files)
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        hint = f" and resume with ckpt_path={output_dir}" if isinstance(exc, DiskFullError) else ""
+        print(f"error: {_one_line(exc)}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL_ERRNOS:
+            raise
+        print(f"error: {_one_line(disk_full_error(exc, exc.filename or output_dir))} and resume with "
+              f"ckpt_path={output_dir}", file=sys.stderr)
         sys.exit(2)
     finally:
         if "wandb" in sys.modules:

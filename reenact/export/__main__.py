@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from reenact.export.manifest import ExportError, Manifest
-from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE
+from reenact.utils.hydra_utils import CONFIG_PATH, VERSION_BASE, with_override_check
 from reenact.utils.messages import one_line
 
 REQUIRED = ("ckpt_path", "output")
@@ -39,6 +39,7 @@ def run(cfg: DictConfig) -> Manifest:
     return manifest
 
 
+@with_override_check
 @hydra.main(version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name="export")
 def main(cfg: DictConfig) -> None:
     from reenact.errors import USER_ERRORS

@@ -208,7 +208,11 @@ def run_folder_task(task: FolderVideoTask) -> PrepareReport:
     settings, options = task.settings, task.options
     try:
         info = probe_video(task.path)
-        if settings.cropped:
+        if info.num_frames < settings.rules.min_frames:
+            # no tube can be long enough; say so before the detector runs (a detector may fail on such input)
+            kept, reasons = [], [f"the video is too short: {info.num_frames} frame(s) < min_frames "
+                                 f"{settings.rules.min_frames} (--min-frames {max(info.num_frames, 1)} keeps it)"]
+        elif settings.cropped:
             pieces, reasons = _whole_video_pieces(info, settings.rules)
             kept = [(start, end, box, True) for start, end, box in pieces]
         else:

@@ -243,3 +243,62 @@ def family_option_overrides(args: Sequence[str], config_name: str, section: str 
             arg = f"+{section}.{name}={value}"
         rewritten.append(arg)
     return rewritten
+
+
+def override_syntax_error(argv: Sequence[str]) -> str | None:
+    """One line for the first command-line override that Hydra's grammar cannot parse, with how to quote it.
+
+    Hydra's own report is five lines (a lexer exception, a caret, a link) and exit status 1. The usual cause is a
+    path with a space (the shell splits ``source=my photo.jpg`` in two) or with letters outside ASCII, which Hydra
+    only takes quoted: ``"source='my photo.jpg'"``. Options (``-m``, ``--cfg job``...) are skipped.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    args = list(argv)
+    for index, arg in enumerate(args):
+        if arg.startswith("-") or (index > 0 and args[index - 1] in ("--cfg", "-c", "--package", "-p",
+                                                                      "--config-name", "-cn", "--config-path",
+                                                                      "-cp", "--config-dir", "-cd", "--info", "-i")):
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except Exception:
+            previous = args[index - 1] if index > 0 else ""
+            if "=" not in arg and "=" in previous and not previous.startswith("-"):
+                # the shell split a value at a space: show the two words joined and quoted
+                key, value = previous.split("=", 1)
+                value = f"{value} {arg}"
+                what = f"'{arg}' is not key=value: the value of {key} seems to hold a space"
+            elif "=" in arg:
+                key, value = arg.split("=", 1)
+                what = f"cannot parse the override '{arg}'"
+            else:
+                return f"'{arg}' is not an override (key=value)"
+            value = value.strip("'\"").replace("'", "\\'")
+            return f"{what}; quote a value with spaces, non-ASCII letters or brackets: \"{key}='{value}'\""
+    return None
+
+
+def check_override_syntax(argv: Sequence[str]) -> None:
+    """Stop with one ``error:`` line and exit status 2 when :func:`override_syntax_error` finds a problem."""
+    import sys
+
+    message = override_syntax_error(argv)
+    if message is not None:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def with_override_check(hydra_main: Any) -> Any:
+    """Wrap a ``@hydra.main`` function so that an unparsable override is one line (exit 2), not Hydra's block."""
+    import functools
+    import sys
+
+    @functools.wraps(hydra_main)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs:  # called as a command (the console script or ``python -m``)
+            check_override_syntax(sys.argv[1:])
+        return hydra_main(*args, **kwargs)
+
+    return checked

@@ -14,9 +14,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 def interruption_message(epoch: int, run_dir: str | Path) -> str:
-    """The line printed when a run stops early: where it was and how to continue it."""
+    """The line printed when a run stops early: where it was and how to continue it.
+
+    ``last.ckpt`` is only written at epoch ends (not on the interrupt: see reenact.callbacks.checkpointing), so a
+    resume repeats the partial epoch and continues exactly as an uninterrupted run would.
+    """
     if (Path(run_dir) / "checkpoints" / "last.ckpt").is_file():
-        return f"interrupted at epoch {epoch}; resume with ckpt_path={run_dir}"
+        return (f"interrupted at epoch {epoch}; last.ckpt holds the end of the last complete epoch; "
+                f"resume with ckpt_path={run_dir}")
     return f"interrupted at epoch {epoch}; no checkpoint was written to {run_dir}"
 
 
@@ -24,8 +29,8 @@ def interruption_message(epoch: int, run_dir: str | Path) -> str:
 def report_interruption(trainer: Any, run_dir: str | Path) -> Iterator[None]:
     """Around ``trainer.fit``/``validate``: an interrupted run prints one line and exits 143 (SIGTERM) or 130 (SIGINT).
 
-    On SIGTERM Lightning finishes the current batch, runs the ``on_exception`` hooks (``last.ckpt`` is saved by
-    ``save_on_exception``) and raises ``SIGTERMException``, a ``SystemExit`` with no code, which would exit 0
+    On SIGTERM Lightning finishes the current batch, runs the ``on_exception`` hooks (which keep ``last.ckpt`` at
+    the last epoch end) and raises ``SIGTERMException``, a ``SystemExit`` with no code, which would exit 0
     and make schedulers and scripts take a killed run for a finished one. After Ctrl-C it calls ``sys.exit(1)``.
     The codes 128 + signal follow the shell's convention for a process ended by that signal, which SLURM and job scripts
     recognise. Any other SystemExit passes through unchanged.

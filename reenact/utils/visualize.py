@@ -34,13 +34,16 @@ def draw_keypoints(image: np.ndarray, keypoints: np.ndarray, radius: int = 2) ->
     """Filled discs of ``radius`` pixels on a copy of an (H, W, 3) uint8 image, one rainbow colour per keypoint.
 
     ``keypoints`` is (K, 2) normalised (x, y) in [-1, 1] with -1 and 1 at the centres of the first and last pixels;
-    each disc is centred on the nearest pixel. Later keypoints are drawn over earlier ones.
+    each disc is centred on the nearest pixel. Later keypoints are drawn over earlier ones. A NaN or infinite point
+    (a diverged model) is not drawn; the others keep their colours.
     """
     height, width = image.shape[:2]
     points = torch.as_tensor(np.asarray(keypoints, dtype=np.float64)).reshape(-1, 2)
     pixels = ((points + 1) / 2 * torch.tensor([width - 1, height - 1], dtype=torch.float64)).round()
     canvas = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     for colour, point in zip(keypoint_colours(len(pixels)), pixels, strict=True):
+        if not bool(torch.isfinite(point).all()):
+            continue
         canvas = torchvision.utils.draw_keypoints(
             canvas, point.view(1, 1, 2), colors=tuple(int(c) for c in colour), radius=radius
         )
