@@ -18,6 +18,12 @@ What a family provides:
   ``transfer_options`` declares the family's own options with their defaults. Callers go through :meth:`transfer`,
   which checks the mode and the options in one line. ``best_reference_frame``: the driving frame whose pose is
   closest to the source's.
+- Two animation facts a transfer may depend on, each asked for by the family: a ``paste_back`` entry in
+  ``transfer_options`` (:data:`PASTE_BACK_OPTION`) receives file-to-file animation's own paste-back setting (whether
+  the rendered crop goes back into the full source image; LivePortrait stitches then); and when
+  ``transfer_needs_landmarks(options)`` is True, animation adds ``landmarks`` (B, 68, 2) -- the iBUG-68 points of the
+  source and of every driving frame, in normalised [-1, 1] coordinates of the crop, NaN where no face was found --
+  to the motions it passes to :meth:`transfer` (and only there: the renderer never sees them).
 - ``keypoints_2d(motion)``: (B, K, 2) points in normalised [-1, 1] coordinates for drawing and for a
   keypoint-conditioned discriminator, or ``None`` for a family without keypoints (then nothing draws or conditions
   on them). ``equivariance_keypoints(motion)``: the points (and optional Jacobians) the shared equivariance terms
@@ -217,6 +223,11 @@ class ReenactmentFamily(nn.Module):
             raise TransferModeError(f"the {self.family!r} family implements no transfer mode {mode!r}")
         return driving_motion
 
+    def transfer_needs_landmarks(self, options: Mapping[str, Any]) -> bool:
+        """Whether :meth:`transfer` with these options (defaults filled in) reads ``landmarks`` entries of the
+        motions (see the module docstring); False by default."""
+        return False
+
     def best_reference_frame(self, source_motion: Motion, driving_motion: Motion) -> int:
         """Index of the driving frame (of T in ``driving_motion``) whose pose is closest to the source's (batch 1).
         The default compares the 2D keypoints; families without keypoints return 0."""
@@ -254,6 +265,10 @@ _discovered = False
 
 class SeveralSourcesError(ReenactError, ValueError):
     """More source images than a family can use (one, for most families)."""
+
+
+# The transfer option that file-to-file animation fills with its paste-back setting, for a family that declares it.
+PASTE_BACK_OPTION = "paste_back"
 
 
 class TransferModeError(ReenactError, ValueError):
