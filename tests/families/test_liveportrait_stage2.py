@@ -304,7 +304,6 @@ def test_retargeting_without_landmarks_fails_in_one_line() -> None:
 def stage1_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny liveportrait_small first stage; returns its last checkpoint and the synthetic-data cache."""
     from reenact.cli.train import run
-
     from tests.helpers.configs import train_config
 
     root = tmp_path_factory.mktemp("stage1")
