@@ -8,7 +8,7 @@
     python -m reenact.animate ckpt_path=<run> source=[front.jpg,smile.jpg] driving=talk.mp4 output=me.mp4  # several
     python -m reenact.animate backend=onnxruntime export_dir=exported/ source=me.jpg driving=talk.mp4 output=me.mp4
 
-Options and defaults: ``reenact/conf/animate.yaml``. Bad input (no face in the source, an unreadable video, a
+Options and defaults: ``conf/animate.yaml``. Bad input (no face in the source, an unreadable video, a
 checkpoint of another model family, a missing file) is reported as one line with exit code 2. ``run(cfg)``
 holds the logic so tests call it without Hydra's ``main``; it is a thin layer over
 :func:`reenact.load_pretrained` and :func:`reenact.animation.video_job.animate_files`.

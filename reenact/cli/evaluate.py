@@ -1,4 +1,4 @@
-"""Evaluation entry point: ``python -m reenact.evaluate [key=value ...]`` (config: ``reenact/conf/evaluate.yaml``).
+"""Evaluation entry point: ``python -m reenact.evaluate [key=value ...]`` (config: ``conf/evaluate.yaml``).
 
     python -m reenact.evaluate pred_dir=OUT gt_dir=DATA/test metrics.landmark_backend=dlib
     python -m reenact.evaluate ckpt_path=logs/train/runs/<run> data=voxceleb data.root=DATA save_videos=true

@@ -5,7 +5,7 @@
     python -m reenact.export ckpt_path=model.ckpt output=exported/ exporter=dynamo
 
 Writes ``source_encoder.onnx``, ``motion_encoder.onnx``, ``renderer.onnx`` and ``manifest.json`` into ``output``
-and checks each graph against PyTorch with onnxruntime. Options and defaults: ``reenact/conf/export.yaml``. A bad
+and checks each graph against PyTorch with onnxruntime. Options and defaults: ``conf/export.yaml``. A bad
 checkpoint, a family that cannot be exported (naming the operator) or a missing onnxruntime is one line with
 exit code 2. ``run(cfg)`` holds the logic, so tests call it without Hydra's ``main``.
 """

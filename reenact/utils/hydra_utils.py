@@ -14,10 +14,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-# The configs ship inside the package, so a non-editable install composes them too.
-CONFIG_MODULE = "reenact.conf"
-CONFIG_PATH = f"pkg://{CONFIG_MODULE}"  # for @hydra.main
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"  # the same files, for listing them
+# The Hydra config tree is the repository's top-level conf/, the one a user reads and edits. A wheel maps it into
+# the package as reenact/conf (setup.py), so an installed copy composes the same files.
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_CHECKOUT_CONF = _PACKAGE_DIR.parent / "conf"  # a source checkout, or an editable install of one
+CONFIG_DIR = _CHECKOUT_CONF if (_CHECKOUT_CONF / "train.yaml").is_file() else _PACKAGE_DIR / "conf"
+CONFIG_PATH = str(CONFIG_DIR)  # for @hydra.main (an absolute folder)
 VERSION_BASE = "1.3"
 
 
@@ -40,7 +42,7 @@ def cpu_computes_bf16() -> bool:
 
 
 def launch_dir() -> str:
-    """The folder the command was started in: ``${reenact.cwd:}``, the root of ``reenact/conf/paths``.
+    """The folder the command was started in: ``${reenact.cwd:}``, the root of ``conf/paths``.
 
     Hydra's own ``${hydra:runtime.cwd}`` is only readable once Hydra has set the config of a job, but every
     multirun launcher (basic, joblib, submitit) resolves ``hydra.sweep.dir`` before that, so a root taken from
@@ -98,7 +100,7 @@ if not OmegaConf.has_resolver("reenact.fresh_dir"):
 
 
 def compose_config(config_name: str, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
-    """Compose ``reenact/conf/<config_name>.yaml`` with command-line style overrides (used by tests and small CLIs)."""
+    """Compose ``conf/<config_name>.yaml`` with command-line style overrides (used by tests and small CLIs)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=VERSION_BASE):
         return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)

@@ -1,6 +1,6 @@
 """The contract every registered model family passes (reenact.families.base.ReenactmentFamily).
 
-Parametrised over the registry and over every model preset in reenact/conf/model: a new family gets these checks by
+Parametrised over the registry and over every model preset in conf/model: a new family gets these checks by
 registering itself and shipping a preset.
 """
 
