@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from reenact.api import load_pretrained, read_checkpoint
-from reenact.convert import ConversionError, convert_liveportrait
+from reenact.convert.keymap import ConversionError
+from reenact.families.liveportrait.convert import convert_liveportrait
 from reenact.families.liveportrait.eye_retargeting_network import EyeRetargetingNetwork
 from reenact.families.liveportrait.lip_retargeting_network import LipRetargetingNetwork
 from reenact.families.liveportrait.losses import RetargetingTarget, SecondStageOffset, SecondStageRegion

@@ -408,7 +408,9 @@ def test_a_converted_release_reconstructs_with_the_background(converted) -> None
 def test_a_converted_release_starts_a_fine_tune(converted) -> None:
     contents, ckpt, _ = converted
     task = build_task("tpsmm", "~model.objective.terms.perceptual", f"model.init_from={ckpt}")
-    task._initialise_from(str(ckpt))
+    from reenact.checkpoints import initialise_from
+
+    initialise_from(task.network, task.discriminator, str(ckpt))
     for part in ("kp_detector", "inpainting_network", "avd_network"):
         for key, value in contents[part].items():
             assert torch.equal(task.network.state_dict()[f"{part}.{key}"], value.to(torch.float32)
