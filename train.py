@@ -1,6 +1,6 @@
-"""Train a face reenactment model: ``python train.py [overrides]`` (see reenact/entrypoints/train.py)."""
+"""Train a face reenactment model: ``python train.py [overrides]`` (see reenact/cli/train.py)."""
 
-from reenact.entrypoints.train import cli
+from reenact.cli.train import cli
 
 if __name__ == "__main__":
     cli()

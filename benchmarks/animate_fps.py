@@ -41,7 +41,7 @@ import torch
 from hydra.utils import instantiate
 
 from reenact.animation.pipeline import Animator, encode_frames, resolve_device
-from reenact.families.base import select_motion
+from reenact.families.motion import select_motion
 from reenact.utils.hydra_utils import compose_config
 from reenact.utils.memory_format import to_channels_last
 from reenact.utils.nnpack import use_nnpack

@@ -1,11 +1,11 @@
-"""Warp accuracy of learned correlation warping trained with the seed's self-supervised loss only.
+"""Warp accuracy of learned correlation warping trained with Liu et al.'s self-supervised loss only.
 
     python benchmarks/warp_accuracy.py --size 64 --steps 800 --threads 1 --test-pairs 32
     python benchmarks/warp_accuracy.py ... --match-window 0 --smoothing 0 --sharpness 3   # the global soft-argmax
-    python benchmarks/warp_accuracy.py --size 256 --extractor vgg --vgg-weights vgg19.pth   # the seed's features
+    python benchmarks/warp_accuracy.py --size 256 --extractor vgg --vgg-weights vgg19.pth   # the paper's features
 
 Real frames from ../shared/data/faces/ (centre square, resized to --size) are warped by random affine + thin-plate
-transforms in the seed's ranges (scale 0.75-1.25, rotation ±15°, shear ±15°, translation ±0.4 of the half-width,
+transforms in the paper's ranges (scale 0.75-1.25, rotation ±15°, shear ±15°, translation ±0.4 of the half-width,
 3x3 TPS control points moved by ±0.1). The correlation refiner (trainable feature encoder, warp network f, K
 iterations) learns to warp the frame to its transformed copy from the search-window loss alone: no ground-truth
 flow is ever used in training. f's matching path is a soft-argmax over a 5x5 window of source cells (0: the whole
@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reenact.layers.correlation import search_window_loss
-from reenact.layers.correlation_refiner import CorrelationRefiner
-from reenact.layers.feature_encoder import FeatureEncoder
+from reenact.families.correlation.feature_encoder import FeatureEncoder
+from reenact.families.correlation.refiner import CorrelationRefiner
+from reenact.families.correlation.volume import search_window_loss
+from reenact.families.correlation.warp_network import CorrelationWarpNetwork
 from reenact.layers.geometry import make_coordinate_grid, warp
-from reenact.layers.warp_network import CorrelationWarpNetwork
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 TRAIN_VIDEOS = ("d0", "d3", "d6", "d9", "d10", "d11")
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=3, help="K refinement iterations")
     parser.add_argument("--window", type=int, default=9)
-    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (1: the seed's)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (1: the paper's)")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--frames", type=int, default=24, help="frames per training video")
     parser.add_argument("--test-pairs", type=int, default=64)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     test_frames = load_frames(HELD_OUT_VIDEOS, args.test_pairs // len(HELD_OUT_VIDEOS), size)
 
     if args.extractor == "vgg":
-        from reenact.layers.vgg_pool4 import VGGPool4Features
+        from reenact.families.correlation.vgg_pool4 import VGGPool4Features
 
         extractor = VGGPool4Features(weights_path=args.vgg_weights, grid_size=16)
     else:

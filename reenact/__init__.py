@@ -1,4 +1,5 @@
-"""reenact: keypoint-driven face reenactment training."""
+"""reenact: face reenactment training, one Lightning task for every model family (keypoint-driven FOMM and
+LivePortrait, implicit warping, correlation warping, and any family registered as a plug-in)."""
 
 from __future__ import annotations
 

@@ -152,8 +152,8 @@ def animate_config(ckpt_path: str, portraits: list[str], driving: str, output: P
 
 def animate_page(models: ModelCache, cfg: DictConfig) -> Any:
     """Run the command line's animation on a page's config; the one :class:`AnimationResult`."""
-    from reenact.animate import options_from_config, resolve_speed
     from reenact.animation.video_job import animate_files
+    from reenact.cli.animate import options_from_config, resolve_speed
 
     cfg = resolve_speed(cfg)  # precision=auto and channels_last=auto, as the command line resolves them
     options = options_from_config(cfg)

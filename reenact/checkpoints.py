@@ -1,9 +1,9 @@
 """Reading reenact checkpoints as data: the layer below both the training task and the user API.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: a checkpoint is data, never code. Every failure is a
-one-line :class:`CheckpointError` naming the file. Checkpoints written before the model families moved into
-``reenact.families`` name their networks by the old module paths; :func:`stored_network_config` maps those to the
-current ones, so they keep loading.
+one-line :class:`CheckpointError` naming the file. A checkpoint names its networks by module path (``_target_``);
+:data:`LEGACY_TARGETS` maps the paths of classes that have moved to their current ones (:func:`upgrade_targets`), so
+every checkpoint reenact wrote keeps loading.
 """
 
 from __future__ import annotations
@@ -147,6 +147,11 @@ LEGACY_TARGETS = {
     "reenact.models.discriminator.": "reenact.layers.discriminator.",
     "reenact.models.liveportrait.model.": "reenact.families.liveportrait.model.",
     "reenact.models.liveportrait.": "reenact.families.liveportrait.",
+    "reenact.layers.correlation_refiner.": "reenact.families.correlation.refiner.",
+    "reenact.layers.feature_encoder.": "reenact.families.correlation.feature_encoder.",
+    "reenact.layers.vgg_pool4.": "reenact.families.correlation.vgg_pool4.",
+    "reenact.layers.warp_network.": "reenact.families.correlation.warp_network.",
+    "reenact.losses.correlation.": "reenact.families.correlation.losses.",
 }
 
 
@@ -174,3 +179,22 @@ def checkpoint_metadata(checkpoint: dict[str, Any], path: str | Path) -> dict[st
     if not model_config or "network" not in model_config or not meta.get("family"):
         raise CheckpointError(f"{path} has no stored model config; was it written by reenact's train.py?")
     return {**meta, "model_config": upgrade_targets(model_config)}
+
+
+def initialise_from(network: nn.Module, discriminator: nn.Module | None, path: str | Path) -> str:
+    """Fill a training task's network (and discriminator) from another run's or a converted release's checkpoint
+    (``model.init_from``); returns what was taken, in words. Optimiser state is not read: it starts fresh.
+
+    The discriminator is taken too when the checkpoint has one of the same architecture; otherwise a new one is
+    trained (as FOMM's vox-256 -> vox-adv-256 stage does).
+    """
+    checkpoint = read_checkpoint(path)
+    load_module_weights(network, checkpoint, NETWORK_PREFIX, str(path))
+    message = f"initialised the network from {path}"
+    if discriminator is not None:
+        try:
+            load_module_weights(discriminator, checkpoint, "discriminator.", str(path))
+            message += " (discriminator too)"
+        except CheckpointError:
+            message += " (new discriminator: the checkpoint has none of this architecture)"
+    return message

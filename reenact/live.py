@@ -243,9 +243,9 @@ def load_model(cfg: DictConfig) -> Any:
 
 def run(cfg: DictConfig) -> LiveReport:
     """Animate ``cfg.source`` live with ``cfg.driving``; returns the frame counts and latencies (also printed)."""
-    from reenact.animate import options_from_config
     from reenact.animation.cropping import build_detector, driving_crop_box
     from reenact.animation.video_job import prepare_source
+    from reenact.cli.animate import options_from_config
     from reenact.face import crop_and_resize
 
     model_key = "export_dir" if cfg.get("backend", "pytorch") == "onnxruntime" else "ckpt_path"
@@ -316,7 +316,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     """``python -m reenact.live`` and ``reenact-live``: a family's own transfer options are accepted at the top level
     of the command line (``adapt_movement_scale=true``), as ``python -m reenact.animate`` accepts them."""
-    from reenact.utils.hydra_utils import family_option_overrides
+    from reenact.cli.animate import family_option_overrides
 
     sys.argv[1:] = family_option_overrides(sys.argv[1:], "live")
     _hydra_main()

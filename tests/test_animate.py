@@ -26,8 +26,9 @@ from reenact.api import CheckpointError, load_pretrained
 from reenact.data.video import VideoError, probe_video, read_frames
 from reenact.data.video_writer import write_video
 from reenact.face import face_crop_box
-from reenact.families.base import ReenactmentFamily, select_motion
+from reenact.families.base import ReenactmentFamily
 from reenact.families.liveportrait.keypoint_transform import motion_to_keypoints, rotation_matrix
+from reenact.families.motion import select_motion
 from reenact.layers.geometry import make_coordinate_grid
 from reenact.utils.constellation import closest_constellation
 from reenact.utils.hydra_utils import compose_config
@@ -39,7 +40,7 @@ AUDIO_CLIPS = ["d3", "d6", "d9", "d10", "d11", "d14"]  # d12 (also with audio) g
 
 # ----------------------------------------------------------------------------- fixtures
 def _train_tiny(root: Path, cache: Path, overrides: list[str]) -> Path:
-    from reenact.entrypoints.train import run
+    from reenact.cli.train import run
 
     run(train_config(root, cache, ["trainer.limit_train_batches=1", "data.val_videos=1", *overrides]))
     return root / "checkpoints" / "last.ckpt"
@@ -74,7 +75,7 @@ def liveportrait() -> ReenactmentFamily:
 
 
 def animate(ckpt: Path, source: Path, driving: Path, output: Path, *overrides: str) -> list:
-    from reenact.animate import run
+    from reenact.cli.animate import run
 
     cfg = compose_config("animate", [f"ckpt_path={ckpt}", f"source={source}", f"driving={driving}",
                                      f"output={output}", f"paths.output_dir={output.parent}", "progress=false",

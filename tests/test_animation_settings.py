@@ -15,8 +15,9 @@ from reenact.animation.errors import AnimationInputError
 from reenact.animation.pipeline import animate_frames, resolve_settings
 from reenact.animation.settings import AnimationSettings
 from reenact.animation.video_job import AnimationOptions
+from reenact.cli.animate import family_option_overrides
 from reenact.families.base import TransferModeError
-from reenact.utils.hydra_utils import compose_config, family_option_overrides
+from reenact.utils.hydra_utils import compose_config
 from tests.test_animate import fomm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def test_family_options_are_accepted_by_name_on_the_command_line() -> None:
     assert rewritten == ["ckpt_path=x", "+transfer_options.adapt_movement_scale=true", "transfer=absolute",
                          "crop.increase=0.2", "relative=false"]
     cfg = compose_config("animate", rewritten)
-    from reenact.animate import options_from_config
+    from reenact.cli.animate import options_from_config
 
     options = options_from_config(cfg)
     assert options.transfer == "absolute" and options.transfer_options == {"adapt_movement_scale": True}

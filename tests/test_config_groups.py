@@ -1,6 +1,6 @@
 """Every option of every config group composes, and what it configures builds on this machine.
 
-reenact/conf/task/ holds the settings every model preset shares (composed through the presets, never chosen alone).
+conf/task/ holds the settings every model preset shares (composed through the presets, never chosen alone).
 """
 
 from __future__ import annotations

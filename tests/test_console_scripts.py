@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # script name -> the module that ``python -m`` runs for the same command
 SCRIPTS = {
-    "reenact-train": "reenact.entrypoints.train",
+    "reenact-train": "reenact.cli.train",
     "reenact-evaluate": "reenact.evaluate",
     "reenact-animate": "reenact.animate",
     "reenact-prepare": "reenact.prepare",

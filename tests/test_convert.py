@@ -21,13 +21,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from reenact.api import load_pretrained, read_checkpoint
-from reenact.convert import ConversionError, convert_fomm, convert_liveportrait
-from reenact.convert.__main__ import main as convert_cli
+from reenact.cli.convert import main as convert_cli
+from reenact.cli.train import run
+from reenact.convert import ConversionError
 from reenact.convert.keymap import SPECTRAL_NORM_RENAMES, ConversionReport, convert_state
 from reenact.convert.sources import load_state_file
-from reenact.entrypoints.train import run
-from reenact.families.fomm.convert import convert_fomm_object
-from reenact.families.liveportrait.convert import convert_liveportrait_states
+from reenact.families.fomm.convert import convert_fomm, convert_fomm_object
+from reenact.families.liveportrait.convert import convert_liveportrait, convert_liveportrait_states
 from reenact.families.liveportrait.warping_network import WarpingNetwork
 from reenact.layers.geometry import make_coordinate_grid
 from reenact.utils.hydra_utils import compose_config, to_plain
@@ -436,7 +436,8 @@ def test_bad_files_fail_with_one_clear_error(tmp_path: Path, capsys: pytest.Capt
     folder = tmp_path / "lp"
     liveportrait_folder(folder)
     (folder / "spade_generator.pth").unlink()
-    assert convert_cli(["liveportrait", str(folder), str(tmp_path / "x.ckpt"), "--preset", "liveportrait_small"]) == 2
+    assert convert_cli(["liveportrait", str(folder), str(tmp_path / "x.ckpt"), "--preset",
+                                      "liveportrait_small"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "spade_generator{.pth,.safetensors}" in err and "\n" not in err
     torch.save({"net": nn.Linear(2, 2)}, tmp_path / "pickled.pth")  # code, not data: refused
@@ -470,7 +471,8 @@ def test_unreadable_safetensors_fail_with_one_line(tmp_path: Path, capsys: pytes
         load_state_file(tmp_path / "absent.safetensors")
 
     good.write_bytes(bad["truncated"])
-    assert convert_cli(["liveportrait", str(folder), str(tmp_path / "x.ckpt"), "--preset", "liveportrait_small"]) == 2
+    assert convert_cli(["liveportrait", str(folder), str(tmp_path / "x.ckpt"), "--preset",
+                                      "liveportrait_small"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot read ") and "warping_module.safetensors" in err and "\n" not in err
     assert not (tmp_path / "x.ckpt").exists()

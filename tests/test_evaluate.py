@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from reenact.cli.evaluate import evaluate
 from reenact.data.video import read_frames
 from reenact.data.video_writer import write_video
-from reenact.evaluate import evaluate
 from reenact.metrics.sources import EvaluationInputError, video_name
 from reenact.utils.config_check import ConfigError
 from reenact.utils.hydra_utils import compose_config
@@ -243,7 +243,7 @@ def test_video_names_match_fomm_outputs_and_frame_folders() -> None:
 def test_evaluate_a_real_training_checkpoint_on_synthetic_data(tmp_path: Path) -> None:
     """train -> last.ckpt -> ``python -m reenact.evaluate ckpt_path=... data=synthetic``: the same numbers as
     the training run's own validation (same test videos, frames and weights), and the copy-source baseline."""
-    from reenact.entrypoints.train import run
+    from reenact.cli.train import run
     from tests.helpers.configs import TINY_DATA, train_config
 
     cache, run_dir, out = tmp_path / "cache", tmp_path / "run", tmp_path / "eval"

@@ -42,7 +42,7 @@ def random_checkpoint(preset: str, path: Path) -> Path:
 @pytest.fixture(scope="module", params=PRESETS)
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(checkpoint, export directory), written through the CLI's run(cfg)."""
-    from reenact.export.__main__ import run
+    from reenact.cli.export import run
 
     root = tmp_path_factory.mktemp(request.param)
     ckpt = random_checkpoint(request.param, root / "model.ckpt")
@@ -195,7 +195,7 @@ def test_a_family_that_cannot_be_exported_says_so_in_one_line(tmp_path: Path) ->
 
 def test_animate_cli_runs_on_the_export(exported: tuple[Path, Path], tmp_path: Path, faces_dir: Path) -> None:
     """The real-data path: ``python -m reenact.animate backend=onnxruntime export_dir=DIR`` on a real clip."""
-    from reenact.animate import run
+    from reenact.cli.animate import run
 
     _, directory = exported
     output = tmp_path / "out.mp4"
@@ -208,8 +208,8 @@ def test_animate_cli_runs_on_the_export(exported: tuple[Path, Path], tmp_path: P
 
 
 def test_animate_cli_with_onnxruntime_needs_an_export_dir(tmp_path: Path) -> None:
-    from reenact.animate import run
     from reenact.animation.errors import AnimationInputError
+    from reenact.cli.animate import run
 
     cfg = compose_config("animate", ["backend=onnxruntime", "source=a.jpg", "driving=b.mp4",
                                      f"paths.output_dir={tmp_path}"])

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reenact.cli.prepare import main, run
 from reenact.data.video import VideoInfo, iter_frames, probe_video, read_frames
 from reenact.data.video_writer import write_video
 from reenact.face.crop import crop_and_resize
 from reenact.face.detection import FaceBox
-from reenact.prepare import PrepareUsageError, main, run
+from reenact.prepare import PrepareUsageError
 from reenact.prepare.sources import ClipRow, person_of_chunk, read_talkinghead_tubes, read_vox_metadata, resolve_clip
 from reenact.prepare.tubes import TubeRules, select_tubes, track_tubes
 
@@ -301,7 +302,7 @@ def test_folder_mode_keeps_already_cropped_clips_and_says_so(tmp_path: Path, mon
                            (192, 128): FaceBox(60.0, 30.0, 120.0, 90.0, 0.99),
                            (160, 96): FaceBox(70.0, 30.0, 90.0, 50.0, 0.99)})
     monkeypatch.setattr("reenact.prepare.tasks.cached_face_detector", lambda *args, **kwargs: detector)
-    monkeypatch.setattr("reenact.prepare.cli._check_backends", lambda ns: None)  # no face package needed
+    monkeypatch.setattr("reenact.cli.prepare._check_backends", lambda ns: None)  # no face package needed
     args = ["folder", str(in_dir), str(out), "--min-size", "48", "--min-frames", "16", "--detect-every", "4",
             "--size", "32", "--test-videos", "wide"]
     report = run(args)

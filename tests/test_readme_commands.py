@@ -75,7 +75,7 @@ def test_readme_module_line_composes_or_parses(entry: str, args: list[str]) -> N
     args = [a.replace("<run>", "RUN") for a in args]
     if entry in HYDRA_ENTRIES:
         if entry in ("animate", "live"):  # what their main does first: a family's own options given by name
-            from reenact.utils.hydra_utils import family_option_overrides
+            from reenact.cli.animate import family_option_overrides
 
             args = family_option_overrides(args, entry)
         cfg = compose_config(HYDRA_ENTRIES[entry], [*args, "paths.root_dir=/tmp", "paths.output_dir=/tmp"])
@@ -85,7 +85,7 @@ def test_readme_module_line_composes_or_parses(entry: str, args: list[str]) -> N
                 assert str(cfg[key]) == value or (isinstance(cfg[key], bool) and str(cfg[key]).lower() == value)
     else:
         assert entry == "prepare", f"python -m reenact.{entry}: no test knows how to check this entry point"
-        from reenact.prepare.cli import build_parser
+        from reenact.cli.prepare import build_parser
 
         build_parser().parse_args(args)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reenact.cli.train import run
 from reenact.data.video import probe_video
-from reenact.entrypoints.train import run
 from reenact.prepare import run as prepare
 from tests.helpers.configs import train_config
 

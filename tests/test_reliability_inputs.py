@@ -138,7 +138,7 @@ def test_load_pretrained_refuses_bad_checkpoints_in_one_line(checkpoints: dict[s
 
 def test_a_run_folder_without_a_checkpoint_says_where_it_looked(tmp_path: Path) -> None:
     from reenact.api import CheckpointError, load_pretrained
-    from reenact.entrypoints.train import resolve_ckpt_path
+    from reenact.cli.train import resolve_ckpt_path
     from reenact.utils.config_check import ConfigError
 
     run = tmp_path / "run"
@@ -154,7 +154,7 @@ def test_a_run_folder_without_a_checkpoint_says_where_it_looked(tmp_path: Path) 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)
 def test_resume_refuses_a_bad_checkpoint_before_training(checkpoints: dict[str, Path], kind: str) -> None:
-    from reenact.entrypoints.train import resolve_ckpt_path
+    from reenact.cli.train import resolve_ckpt_path
     from reenact.utils.config_check import ConfigError
 
     assert resolve_ckpt_path(str(checkpoints["good"])) == str(checkpoints["good"])
@@ -169,9 +169,9 @@ def test_animate_and_evaluate_stop_on_a_zero_byte_checkpoint_with_one_line(
 ) -> None:
     """torch.load's message for an empty file is empty: the one line must still say what is wrong. The CLIs print
     ``one_line`` of what ``run``/``evaluate`` raise and exit 2 (the subprocess test below shows that plumbing)."""
-    from reenact.animate import run as animate
     from reenact.api import CheckpointError
-    from reenact.evaluate import evaluate
+    from reenact.cli.animate import run as animate
+    from reenact.cli.evaluate import evaluate
     from reenact.utils.messages import one_line
 
     empty = checkpoints["empty"]
@@ -244,7 +244,7 @@ def test_animate_cli_names_a_corrupt_driving_video(checkpoints: dict[str, Path],
 
 
 def test_one_corrupt_prediction_is_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from reenact.evaluate import evaluate
+    from reenact.cli.evaluate import evaluate
     from reenact.metrics.sources import EvaluationInputError
 
     pred, gt = tmp_path / "pred", tmp_path / "gt"
@@ -274,7 +274,7 @@ def test_one_corrupt_prediction_is_skipped_and_counted(tmp_path: Path, caplog: p
 def test_debug_limit_validates_and_writes_val_metrics(tmp_path: Path) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from reenact.entrypoints.train import run
+    from reenact.cli.train import run
     from tests.helpers.configs import TINY_DATA
 
     # debug=limit exactly as shipped except for fewer, shorter epochs: the CPU trainer validates every 10th
@@ -304,7 +304,7 @@ def _prepare_input(tmp_path: Path) -> Path:
 
 
 def test_prepare_refuses_an_output_folder_it_cannot_write(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from reenact.prepare.cli import main
+    from reenact.cli.prepare import main
 
     if os.geteuid() == 0:
         # root writes through permission bits; /proc is an existing folder that even root cannot create files in
@@ -322,7 +322,7 @@ def test_prepare_refuses_an_output_folder_it_cannot_write(tmp_path: Path, capsys
 
 
 def test_prepare_cleans_stale_temporaries_at_start_finish_and_on_failure(tmp_path: Path, monkeypatch) -> None:
-    from reenact.prepare import cli
+    from reenact.cli import prepare as cli
 
     out = tmp_path / "out"
     stale = [out / "train" / ".a#b#000000#000064.mp4.0123abcd.tmp",  # a clip being encoded when killed

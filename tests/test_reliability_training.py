@@ -19,9 +19,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import Dataset
 
 from reenact.callbacks.checkpointing import AtomicCheckpointIO
+from reenact.cli.train import run
 from reenact.data.datamodule import ReenactDataModule
 from reenact.data.sampling import EpochSampler
-from reenact.entrypoints.train import run
 from reenact.errors import USER_ERRORS
 from reenact.utils.finite import NonFiniteError, nonfinite_tensors
 from tests.helpers.configs import TINY_DATA, TINY_TRAINER, train_config

@@ -16,7 +16,7 @@ from lightning.pytorch import Callback
 
 from reenact.callbacks import schedule_budget
 from reenact.callbacks.schedule_budget import FitScheduleToTimeCap
-from reenact.entrypoints.train import run
+from reenact.cli.train import run
 from reenact.tasks.schedules import EpochSchedule
 from tests.helpers.configs import train_config
 

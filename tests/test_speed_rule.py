@@ -106,7 +106,7 @@ def test_cpu_trainer_precision_follows_the_rule(monkeypatch: pytest.MonkeyPatch,
 
 @pytest.mark.parametrize("kind", list(CPU_FEATURES))
 def test_animate_defaults_follow_the_rule(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
-    from reenact.animate import resolve_speed
+    from reenact.cli.animate import resolve_speed
 
     _stub_cpu(monkeypatch, kind)
     base = ["ckpt_path=x.ckpt", "source=a.jpg", "driving=b.mp4", "paths.root_dir=/tmp"]

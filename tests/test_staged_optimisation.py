@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch import Callback
 
-from reenact.entrypoints.train import _one_line, run
+from reenact.cli.train import _one_line, run
 from reenact.errors import USER_ERRORS
 from reenact.utils.hydra_utils import compose_config
 from tests.helpers.configs import train_config
@@ -87,6 +87,10 @@ def test_a_frozen_group_keeps_its_parameters_and_statistics_and_needs_no_rate(tm
     generator_bn = [k for k, v in network.generator.state_dict().items() if "running_mean" in k]
     assert generator_bn and any(not torch.equal(KeepTaskState.seen["generator"][k], network.generator.state_dict()[k])
                                 for k in generator_bn), "the trained group's statistics do move"
+    task = objects["task"]
+    assert task.frozen_modules == [network.kp_detector]
+    task.train()  # as Lightning does after each validation: the frozen detector stays in eval mode
+    assert not any(m.training for m in network.kp_detector.modules()) and network.generator.training
 
 
 def test_a_group_with_a_later_start_epoch_waits_for_it(tmp_path: Path, cache_dir: Path) -> None:
@@ -159,3 +163,20 @@ def test_group_errors_stop_a_training_run_as_user_errors(tmp_path: Path, cache_d
     with pytest.raises(USER_ERRORS, match=r"model.groups names \['nope'\]") as error:
         run(train_config(tmp_path, cache_dir, ["++model.groups.nope.frozen=true"]))
     assert "\n" not in _one_line(error.value)
+
+
+def test_set_progress_sees_the_step_and_epoch_also_after_a_resume(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reenact.families.fomm.model import FirstOrderMotionModel
+
+    seen: list[tuple[int, int]] = []
+    monkeypatch.setattr(FirstOrderMotionModel, "set_progress", lambda self, step, epoch: seen.append((step, epoch)))
+    # a late group: the optimiser steps per batch vary (1, then 2), the training step does not
+    common = [*COMMON, "++model.groups.generator.start_epoch=1"]
+    first = tmp_path / "first"
+    run(train_config(first, cache_dir, [*common, "trainer.max_epochs=2"]))
+    assert seen == [(0, 0), (1, 0), (2, 1), (3, 1)]
+    seen.clear()
+    run(train_config(tmp_path / "resumed", cache_dir, [*common, "trainer.max_epochs=3", f"ckpt_path={first}"]))
+    assert seen == [(4, 2), (5, 2)]

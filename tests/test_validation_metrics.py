@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 
 from reenact.callbacks.validation_metrics import ValidationMetricsCallback
-from reenact.entrypoints.train import run
+from reenact.cli.train import run
 from reenact.metrics.validation import ValidationMetrics
 from reenact.utils.config_check import check_instantiable
 from reenact.utils.hydra_utils import compose_config

@@ -34,7 +34,7 @@ DETECT_BATCH = 8  # sampled driving frames per detector call (MTCNN batches equa
 
 @dataclass(frozen=True)
 class CropSettings:
-    """How faces are found and cropped (``crop`` in ``reenact/conf/animate.yaml``)."""
+    """How faces are found and cropped (``crop`` in ``conf/animate.yaml``)."""
 
     source: bool = True  # crop the source image around its face
     driving: bool = True  # crop the driving video around the union of its face boxes

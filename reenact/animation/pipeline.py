@@ -29,17 +29,11 @@ import torch
 from torch import nn
 
 from reenact.animation.errors import AnimationInputError
+from reenact.animation.landmarks import image_landmarks
 from reenact.animation.settings import PRECISIONS, REFERENCE_CHOICES, AnimationSettings, transfer_from_relative
 from reenact.animation.smoothing import DEFAULT_FPS, smooth_motion
-from reenact.families.base import (
-    Motion,
-    ReenactmentFamily,
-    concat_motion,
-    expand_motion,
-    motion_length,
-    move_motion,
-    select_motion,
-)
+from reenact.families.base import Motion, ReenactmentFamily
+from reenact.families.motion import concat_motion, expand_motion, motion_length, move_motion, select_motion
 from reenact.layers.geometry import resize_to
 
 __all__ = ["PRECISIONS", "REFERENCE_CHOICES", "Animator", "animate_frames", "choose_reference", "encode_driving"]
@@ -148,7 +142,10 @@ class Animator:
     """One network and one source image (or several of one person): the sources' motion once, then frames for
     driving motion."""
 
-    def __init__(self, network: ReenactmentFamily, source_image: torch.Tensor, precision: str = "fp32") -> None:
+    def __init__(self, network: ReenactmentFamily, source_image: torch.Tensor, precision: str = "fp32",
+                 source_landmarks: torch.Tensor | None = None) -> None:
+        """``source_landmarks`` (1, 68, 2): the first source's landmarks, for a family whose transfer reads them
+        (``transfer_needs_landmarks``); they go to ``transfer`` only."""
         if source_image.dim() not in (3, 4) or source_image.shape[-3] != 3 or source_image.numel() == 0:
             raise ValueError(f"source_image must be (3, H, W) or (S, 3, H, W), got {tuple(source_image.shape)}")
         if not isinstance(network, ReenactmentFamily):
@@ -163,6 +160,9 @@ class Animator:
         motions = encode_frames(network, self.sources, precision)
         self.source_motions = [select_motion(motions, i) for i in range(self.sources.shape[0])]  # batch 1 each
         self.source_motion = self.source_motions[0]
+        self.transfer_source_motion = self.source_motion  # what transfer gets: plus the landmarks when given
+        if source_landmarks is not None:
+            self.transfer_source_motion = {**self.source_motion, "landmarks": source_landmarks[:1].to(self.device)}
         # what rendering needs of the one source (LivePortrait's F volume, FOMM's encoder features), computed once
         # here rather than for every driving frame; several sources go through render_sources
         self.source_encoding: dict[str, torch.Tensor] | None = None
@@ -177,8 +177,8 @@ class Animator:
         ``transfer_modes``; None: its default) with the family's ``transfer_options``: ``prediction``
         (B, 3, H', W') in [0, 1] and the motion the source was rendered with (``motion``)."""
         driving_motion = move_motion(driving_motion, self.device)
-        moved = self.network.transfer(self.source_motion, driving_motion, move_motion(reference_motion, self.device),
-                                      transfer, **(transfer_options or {}))
+        moved = self.network.transfer(self.transfer_source_motion, driving_motion,
+                                      move_motion(reference_motion, self.device), transfer, **(transfer_options or {}))
         batch = motion_length(driving_motion)
         with autocast(self.device, self.precision):
             if self.source_encoding is not None:
@@ -220,19 +220,23 @@ def animate_frames(
     source's. ``settings`` (default :class:`AnimationSettings`) with ``changes`` applied to it (any of its fields;
     ``relative=True/False`` is read as ``transfer="relative"/"absolute"``); ``max_frames`` keeps the first frames."""
     settings = resolve_settings(settings, changes)
-    network.check_transfer(settings.transfer, dict(settings.transfer_options))  # one line before any work
+    _, options = network.check_transfer(settings.transfer, dict(settings.transfer_options))  # one line, before work
     if driving_frames.dim() != 4 or driving_frames.shape[1] != 3 or driving_frames.shape[0] == 0:
         raise ValueError(f"driving_frames must be (T, 3, H, W) with T >= 1, got {tuple(driving_frames.shape)}")
     if settings.max_frames is not None:
         driving_frames = driving_frames[: settings.max_frames]
     batch_size, precision = settings.batch_size, settings.precision
-    animator = Animator(network, source_image, precision)
+    landmarks = network.transfer_needs_landmarks(options)
+    first = source_image if source_image.dim() == 3 else source_image[0]
+    animator = Animator(network, source_image, precision, image_landmarks(first[None]) if landmarks else None)
     size = tuple(source_image.shape[-2:])
     total = driving_frames.shape[0]
     batches = (resize_to(b.to(animator.device, torch.float32), size) for b in batched(driving_frames, batch_size))
     with progress_bar(total, "motion", settings.progress) as bar:
         motion_all = encode_driving(network, batches, precision, bar, total=total)
     motion_all = smooth_motion(network, motion_all, settings.smooth, settings.fps or DEFAULT_FPS)
+    if landmarks:
+        motion_all["landmarks"] = torch.cat([image_landmarks(b) for b in batched(driving_frames, batch_size)])
     reference = choose_reference(network, animator.source_motion, motion_all, settings.reference_frame)
     with progress_bar(total, "animate", settings.progress) as bar:
         outputs = [out["prediction"].cpu() for out in animator.render_batches(

@@ -14,7 +14,6 @@ sources: the first is the one the motion is transferred to (and pasted back into
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import re
@@ -38,6 +37,7 @@ from reenact.animation.cropping import (
     source_crop_box,
 )
 from reenact.animation.errors import AnimationInputError, NoFaceError
+from reenact.animation.landmarks import LANDMARK_SIZE, crop_landmarks, landmark_detector, normalised
 from reenact.animation.outputs import BackgroundWriter, output_paths, side_by_side_frame
 from reenact.animation.pipeline import Animator, choose_reference, encode_driving, progress_bar
 from reenact.animation.settings import AnimationSettings
@@ -45,13 +45,13 @@ from reenact.data.video import VideoError, VideoInfo, iter_frames, probe_video
 from reenact.data.video_writer import write_video
 from reenact.face import crop_and_resize
 from reenact.face.crop import IntBox
-from reenact.families.base import Motion, select_motion
+from reenact.families.base import PASTE_BACK_OPTION, Motion
+from reenact.families.motion import select_motion
 from reenact.utils.constellation import closest_constellation
 from reenact.utils.messages import first_line
 from reenact.utils.visualize import to_uint8
 
 log = logging.getLogger(__name__)
-LANDMARK_SIZE = 256  # crops for dlib's landmarks, whose HOG face detector needs faces of about 80 px or more
 
 
 @dataclass(frozen=True)
@@ -167,24 +167,24 @@ def _blank(info: VideoInfo) -> np.ndarray:
     return np.zeros((info.height, info.width, 3), dtype=np.uint8)
 
 
-@functools.lru_cache(maxsize=1)
-def _landmark_detector() -> Any:
-    from reenact.face import build_landmark_detector
+def driving_landmarks(driving: DrivingVideo) -> np.ndarray:
+    """(T, 68, 2) landmarks of the driving crops at LANDMARK_SIZE (pixels, NaN where none), computed once."""
+    from reenact.face import stack_landmarks
 
-    return build_landmark_detector("dlib")  # a few seconds to load: once per process
+    if driving.landmarks is None:
+        detector = landmark_detector()
+        driving.landmarks = stack_landmarks([detector.detect(crop) for crop in driving.crops(LANDMARK_SIZE)])
+    return driving.landmarks
 
 
 def landmark_reference(source_crop: np.ndarray, source_path: Path, driving: DrivingVideo) -> int:
     """The driving frame whose 68 landmarks, normalised for position and size, are nearest the source's."""
-    from reenact.face import stack_landmarks
-
-    detector = _landmark_detector()
+    detector = landmark_detector()
     source_points = detector.detect(source_crop)
     if source_points is None:
         raise AnimationInputError(f"reference_frame=best: no facial landmarks found in source {source_path}; "
                                   f"use best_frame_by=keypoints")
-    if driving.landmarks is None:
-        driving.landmarks = stack_landmarks([detector.detect(crop) for crop in driving.crops(LANDMARK_SIZE)])
+    driving_landmarks(driving)
     if not np.isfinite(driving.landmarks).all(axis=(1, 2)).any():
         raise AnimationInputError(f"reference_frame=best: no facial landmarks found in driving video {driving.path}")
     return closest_constellation(source_points, driving.landmarks)
@@ -206,8 +206,13 @@ def animate_one(model: Any, source: tuple[Path, np.ndarray, IntBox] | list[tuple
     size = model.frame_size
     source_crop = crop_and_resize(image, box, size)
     crops = np.stack([source_crop, *(crop_and_resize(i, b, size) for _, i, b in group[1:])])  # (S, size, size, 3)
+    transfer, transfer_options = model.network.check_transfer(options.transfer, dict(options.transfer_options))
+    if PASTE_BACK_OPTION in transfer_options:  # the family's transfer depends on it (see families/base.py)
+        transfer_options[PASTE_BACK_OPTION] = options.paste_back
+    needs_landmarks = model.network.transfer_needs_landmarks(transfer_options)
+    source_landmarks = crop_landmarks([crop_and_resize(image, box, LANDMARK_SIZE)]) if needs_landmarks else None
     animator = Animator(model.network, image_tensor(crops if len(group) > 1 else source_crop, model.device),
-                        options.precision)
+                        options.precision, source_landmarks)
     if driving.motion is None:
         with progress_bar(driving.num_frames, f"motion {driving.path.name}", options.progress) as bar:
             driving.motion = encode_driving(
@@ -218,6 +223,9 @@ def animate_one(model: Any, source: tuple[Path, np.ndarray, IntBox] | list[tuple
 
             driving.motion = smooth_motion(model.network, driving.motion, options.smooth,
                                            options.fps or driving.info.fps)
+    motion_all = driving.motion
+    if needs_landmarks:
+        motion_all = {**driving.motion, "landmarks": normalised(driving_landmarks(driving), LANDMARK_SIZE)}
     if options.reference_frame == "best" and options.best_frame_by == "landmarks":
         reference = landmark_reference(crop_and_resize(image, box, LANDMARK_SIZE), source_path, driving)
     else:
@@ -241,8 +249,8 @@ def animate_one(model: Any, source: tuple[Path, np.ndarray, IntBox] | list[tuple
         source_kp = None if source_points is None else source_points[0]
         with progress_bar(driving.num_frames, f"animate {source_path.name}", options.progress) as bar:
             offset = 0
-            for out in animator.render_batches(driving.motion, reference, options.batch_size, options.transfer,
-                                               dict(options.transfer_options), bar):
+            for out in animator.render_batches(motion_all, reference, options.batch_size, transfer,
+                                               transfer_options, bar):
                 count = out["prediction"].shape[0]
                 kp_new = points(out["motion"])
                 kp_drv = points(select_motion(driving.motion, slice(offset, offset + count)))

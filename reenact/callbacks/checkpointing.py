@@ -1,7 +1,7 @@
 """Checkpoints that are never half-written and never hold NaN/inf weights.
 
-Two pieces, both wired in by the configs (``reenact/conf/trainer/default.yaml`` ``plugins``,
-``reenact/conf/callbacks/model_checkpoint.yaml``):
+Two pieces, both wired in by the configs (``conf/trainer/default.yaml`` ``plugins``,
+``conf/callbacks/model_checkpoint.yaml``):
 
 - ``AtomicCheckpointIO`` writes every checkpoint to a temporary file *in the destination folder*, flushes and
   fsyncs it, then renames it over the target with ``os.replace``. Lightning's own writer stages the file in the

@@ -4,7 +4,8 @@ BatchNorm running statistics become plain averages over ``num_batches`` training
 The running averages kept during training (momentum 0.1, batches of 8 here) follow the last few batches, and
 validating with them moved val/l1 by up to 3% between otherwise converged epochs (measured on liveportrait_small).
 Only the statistics change: every other module runs in eval mode (no spectral-norm power iterations). Under DDP the
-ranks' averages are averaged. The task adds this callback when its preset sets ``precise_bn_batches``.
+ranks' averages are averaged. The training entry point adds this callback when the model preset sets
+``precise_bn_batches``; the BatchNorm layers of a frozen optimiser group keep their statistics.
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ def recompute_batchnorm_statistics(trainer: Trainer, pl_module: Any, num_batches
     """Replace every BatchNorm's running statistics in ``pl_module.network`` with averages over ``num_batches``
     training batches; returns the number of batches used."""
     network = pl_module.network
-    # the statistics of frozen groups' modules stay as they are
-    frozen = {id(m) for module in getattr(pl_module, "frozen_modules", list)() for m in module.modules()}
+    # a frozen optimiser group's modules keep their statistics (the task lists them in frozen_modules)
+    frozen = {id(m) for module in getattr(pl_module, "frozen_modules", []) for m in module.modules()}
     norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen]
     datamodule = getattr(trainer, "datamodule", None)
     if not norms or datamodule is None:
         return 0
     momenta = [m.momentum for m in norms]
-    was_training = network.training
+    modes = [(m, m.training) for m in network.modules()]
     network.eval()
     for m in norms:
         m.reset_running_stats()
@@ -57,7 +58,8 @@ def recompute_batchnorm_statistics(trainer: Trainer, pl_module: Any, num_batches
     finally:
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
-        network.train(was_training)
+        for m, training in modes:  # each module as it was (frozen modules stay in eval mode)
+            m.training = training
     if trainer.world_size > 1:
         for m in norms:
             m.running_mean.copy_(trainer.strategy.reduce(m.running_mean, reduce_op="mean"))

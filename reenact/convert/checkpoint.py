@@ -30,7 +30,7 @@ DISCRIMINATOR = "discriminator"
 
 
 def compose_model_config(preset: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """``cfg.model`` of ``reenact/conf/train.yaml`` composed with ``model=<preset>`` and ``model.*`` overrides."""
+    """``cfg.model`` of ``conf/train.yaml`` composed with ``model=<preset>`` and ``model.*`` overrides."""
     bad = [o for o in overrides if not o.lstrip("+~").startswith("model.")]
     if bad:
         raise ConversionError(f"overrides must set model.* keys, got {bad}")

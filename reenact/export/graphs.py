@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from reenact.families.base import Motion, ReenactmentFamily, select_motion
+from reenact.families.base import Motion, ReenactmentFamily
+from reenact.families.motion import select_motion
 
 SOURCE_ENCODER, MOTION_ENCODER, RENDERER = "source_encoder", "motion_encoder", "renderer"
 GRAPH_NAMES = (SOURCE_ENCODER, MOTION_ENCODER, RENDERER)

@@ -15,6 +15,7 @@ else on the CPU with untrained weights that are never used.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,9 @@ class ExportedNetwork(ReenactmentFamily):
 
     def motion_smoothing(self, motion: Motion) -> dict[str, str]:
         return self.host.motion_smoothing(motion)
+
+    def transfer_needs_landmarks(self, options: Mapping[str, Any]) -> bool:
+        return self.host.transfer_needs_landmarks(options)
 
     def best_reference_frame(self, source_motion: Motion, driving_motion: Motion) -> int:
         return self.host.best_reference_frame(source_motion, driving_motion)

@@ -20,6 +20,12 @@ What a family provides:
   closest to the source's.
 - ``motion_smoothing(motion)``: how each motion entry is filtered over time when animation asks for steady motion
   (``smooth=``): linear, as a rotation, as an angle, or not at all (default: every float entry linear).
+- Two animation facts a transfer may depend on, each asked for by the family: a ``paste_back`` entry in
+  ``transfer_options`` (:data:`PASTE_BACK_OPTION`) receives file-to-file animation's own paste-back setting (whether
+  the rendered crop goes back into the full source image; LivePortrait stitches then); and when
+  ``transfer_needs_landmarks(options)`` is True, animation adds ``landmarks`` (B, 68, 2) -- the iBUG-68 points of the
+  source and of every driving frame, in normalised [-1, 1] coordinates of the crop, NaN where no face was found --
+  to the motions it passes to :meth:`transfer` (and only there: the renderer never sees them).
 - ``keypoints_2d(motion)``: (B, K, 2) points in normalised [-1, 1] coordinates for drawing and for a
   keypoint-conditioned discriminator, or ``None`` for a family without keypoints (then nothing draws or conditions
   on them). ``equivariance_keypoints(motion)``: the points (and optional Jacobians) the shared equivariance terms
@@ -42,19 +48,25 @@ What a family provides:
   when it can be).
 
 Families register themselves with :func:`register_family` under the name that configs (``model.family``) and
-checkpoints carry.
+checkpoints carry. The registry finds them without a list: the first lookup imports every package under
+``reenact/families/`` and every entry point of the ``reenact.families`` group (installed packages outside reenact).
+Helpers on a motion (slicing, joining, moving) are in :mod:`reenact.families.motion`.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+import pkgutil
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar, NotRequired, TypedDict
 
 import torch
 from torch import nn
 
 from reenact.errors import ReenactError
+from reenact.utils.messages import first_line
 
 # A family's motion of a batch of B frames: named tensors, each with the batch as its first dimension
 # (keypoints (B, K, 2|3), Jacobians, angles, a latent motion code...). What the names are is the family's business.
@@ -220,6 +232,11 @@ class ReenactmentFamily(nn.Module):
         (left as it is). Default: every floating-point entry linear."""
         return {key: "linear" if value.is_floating_point() else "none" for key, value in motion.items()}
 
+    def transfer_needs_landmarks(self, options: Mapping[str, Any]) -> bool:
+        """Whether :meth:`transfer` with these options (defaults filled in) reads ``landmarks`` entries of the
+        motions (see the module docstring); False by default."""
+        return False
+
     def best_reference_frame(self, source_motion: Motion, driving_motion: Motion) -> int:
         """Index of the driving frame (of T in ``driving_motion``) whose pose is closest to the source's (batch 1).
         The default compares the 2D keypoints; families without keypoints return 0."""
@@ -247,18 +264,20 @@ class ReenactmentFamily(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- registry
 _FAMILIES: dict[str, type[ReenactmentFamily]] = {}
-# Modules that define the families shipped with reenact; imported on first lookup so that ``get_family`` works
-# without the caller importing them.
-BUILTIN_FAMILY_MODULES = (
-    "reenact.families.fomm",
-    "reenact.families.liveportrait",
-    "reenact.families.correlation",
-    "reenact.families.implicit_warping",
-)
+# The entry-point group through which an installed package outside reenact adds families: each entry names a module
+# (or an object in it) whose import registers them, e.g. in the package's pyproject.toml
+#     [project.entry-points."reenact.families"]
+#     tpsmm = "my_package.tpsmm"
+ENTRY_POINT_GROUP = "reenact.families"
+_discovered = False
 
 
 class SeveralSourcesError(ReenactError, ValueError):
     """More source images than a family can use (one, for most families)."""
+
+
+# The transfer option that file-to-file animation fills with its paste-back setting, for a family that declares it.
+PASTE_BACK_OPTION = "paste_back"
 
 
 class TransferModeError(ReenactError, ValueError):
@@ -304,22 +323,47 @@ def register_family(cls: type[ReenactmentFamily]) -> type[ReenactmentFamily]:
     return cls
 
 
-def _load_builtin_families() -> None:
-    for module in BUILTIN_FAMILY_MODULES:
+class FamilyPluginError(ReenactError, ImportError):
+    """A family package (built in, or named by an installed package's entry point) that fails to import."""
+
+
+def builtin_family_modules() -> list[str]:
+    """Every package under ``reenact/families/``: each one is a family (the folder is the whole registration)."""
+    here = Path(__file__).parent
+    return [f"{__package__}.{info.name}" for info in pkgutil.iter_modules([str(here)]) if info.ispkg]
+
+
+def _discover_families() -> None:
+    """Import the built-in family packages and every ``reenact.families`` entry point, once per process; each
+    family registers itself when its module is imported."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    for module in builtin_family_modules():
         importlib.import_module(module)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as exc:  # a broken outside package: one line naming it, not a traceback from deep inside
+            raise FamilyPluginError(
+                f"the model family plug-in {entry.name!r} ({entry.value}, entry-point group {ENTRY_POINT_GROUP!r}) "
+                f"failed to import: {type(exc).__name__}: {first_line(exc)}"
+            ) from exc
 
 
 def get_family(name: str) -> type[ReenactmentFamily]:
     """The registered family class called ``name``."""
-    _load_builtin_families()
+    _discover_families()
     if name not in _FAMILIES:
         raise UnknownFamilyError(f"unknown model family {name!r}; registered: {', '.join(sorted(_FAMILIES))}")
     return _FAMILIES[name]
 
 
 def registered_families() -> dict[str, type[ReenactmentFamily]]:
-    """Every registered family by name (the built-in ones and any registered since)."""
-    _load_builtin_families()
+    """Every registered family by name: the packages under ``reenact/families/``, those that installed packages
+    name in the ``reenact.families`` entry-point group, and any registered since by importing its module."""
+    _discover_families()
     return dict(sorted(_FAMILIES.items()))
 
 
@@ -328,41 +372,3 @@ def family_of(network: nn.Module) -> str:
     if not isinstance(network, ReenactmentFamily):
         raise TypeError(f"{type(network).__qualname__} is not a ReenactmentFamily")
     return network.family
-
-
-def iter_motion(motion: Motion, batch_size: int) -> Iterator[Motion]:
-    """Consecutive slices of at most ``batch_size`` frames of a motion."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    length = motion_length(motion)
-    for start in range(0, length, batch_size):
-        yield select_motion(motion, slice(start, start + batch_size))
-
-
-def motion_length(motion: Motion) -> int:
-    """The number of frames of a motion (its tensors' first dimension)."""
-    if not motion:
-        raise ValueError("empty motion: it has no entries")
-    return next(iter(motion.values())).shape[0]
-
-
-def select_motion(motion: Motion, index: int | slice | torch.Tensor) -> Motion:
-    """Frames ``index`` of every tensor; an int keeps the batch dimension (size 1)."""
-    if isinstance(index, int):
-        index = slice(index, index + 1)
-    return {k: v[index] for k, v in motion.items()}
-
-
-def concat_motion(parts: list[Motion]) -> Motion:
-    if not parts:
-        raise ValueError("no motion to concatenate (empty driving video?)")
-    return {k: torch.cat([p[k] for p in parts], dim=0) for k in parts[0]}
-
-
-def move_motion(motion: Motion, device: torch.device | str) -> Motion:
-    return {k: v.to(device) for k, v in motion.items()}
-
-
-def expand_motion(motion: Motion, batch: int) -> Motion:
-    """A batch-1 motion viewed as ``batch`` copies (no memory copy)."""
-    return {k: v.expand(batch, *v.shape[1:]) for k, v in motion.items()}

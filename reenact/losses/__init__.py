@@ -15,7 +15,7 @@ from reenact.losses.adversarial import (
 )
 from reenact.losses.equivariance import EquivarianceLoss, KeypointEquivariance, RandomTPSTransform
 from reenact.losses.landmarks import LandmarkGuidance, wing_loss
-from reenact.losses.perceptual import PerceptualPyramidLoss, VGG19Features, load_vgg19_state_dict
+from reenact.losses.perceptual import PerceptualPyramidLoss
 from reenact.losses.photometric import PerceptualPyramid, PyramidL1, WarpedSourceL1
 from reenact.losses.pyramid import ImagePyramid
 from reenact.losses.terms import LossContext, LossTerm, Objective
@@ -35,11 +35,9 @@ __all__ = [
     "PerceptualPyramidLoss",
     "PyramidL1",
     "RandomTPSTransform",
-    "VGG19Features",
     "WarpedSourceL1",
     "discriminator_adversarial_loss",
     "feature_matching_loss",
     "generator_adversarial_loss",
-    "load_vgg19_state_dict",
     "wing_loss",
 ]

@@ -59,6 +59,17 @@ def discriminator_adversarial_loss(
     return total
 
 
+def discriminator_step_loss(context: LossContext) -> torch.Tensor:
+    """The discriminator's loss of one training step: its maps of the real frames against those of the detached
+    predictions, conditioned as in the generator pass -> scalar (unweighted)."""
+    if context.discriminator is None:
+        raise RuntimeError("the discriminator step needs the task's discriminator")
+    condition = context.discriminator_condition()
+    real = context.discriminator(context.target, condition)
+    fake = context.discriminator(context.prediction.detach(), condition)
+    return discriminator_adversarial_loss([pred for _, pred in real], [pred for _, pred in fake], context.gan_kind)
+
+
 def feature_matching_loss(
     real_features: Sequence[Sequence[torch.Tensor]],
     fake_features: Sequence[Sequence[torch.Tensor]],

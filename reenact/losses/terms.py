@@ -21,12 +21,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from reenact.errors import ReenactError
 from reenact.layers.geometry import resize_to
+from reenact.utils.config_check import ConfigError
+from reenact.utils.finite import NonFiniteError
 
 
-class ObjectiveError(ReenactError, ValueError):
-    """A listed loss term that cannot work with the family it trains (an output or keypoints it lacks)."""
+class ObjectiveError(ConfigError):
+    """A listed loss term that cannot work with the family it trains (an output or keypoints it lacks): the preset
+    lists a term that does not fit its family."""
+
 
 class LossContext:
     """Everything a term may read for one training step, with results that several terms share computed once.
@@ -86,11 +89,13 @@ class LossContext:
             raise RuntimeError("an adversarial loss term needs the task's discriminator")
 
         def run() -> Any:
+            flags = [p.requires_grad for p in self.discriminator.parameters()]
             self.discriminator.requires_grad_(False)
             try:
                 return self.discriminator(self.prediction, self.discriminator_condition())
-            finally:
-                self.discriminator.requires_grad_(True)
+            finally:  # as they were: a frozen discriminator stays without gradients
+                for parameter, flag in zip(self.discriminator.parameters(), flags, strict=True):
+                    parameter.requires_grad_(flag)
 
         return self.shared("discriminator_fake", run)
 
@@ -175,3 +180,14 @@ class Objective(nn.Module):
             for part, value in term(context).items():
                 losses[f"{name}_{part}" if part else name] = value
         return losses
+
+
+def finite_total(losses: Mapping[str, torch.Tensor], where: str) -> torch.Tensor:
+    """The sum of the weighted terms; a :class:`NonFiniteError` naming only the offending terms when it is NaN or
+    inf. Checkpoint callbacks write nothing on this error (the forward pass may already have put NaN into BatchNorm
+    statistics), so the last checkpoint remains the last finite state."""
+    total = torch.stack(list(losses.values())).sum()
+    if not torch.isfinite(total):
+        bad = {k: v for k, v in losses.items() if not torch.isfinite(v).all()} or losses
+        raise NonFiniteError(f"non-finite loss at {where}: " + ", ".join(f"{k}={v.item():.4g}" for k, v in bad.items()))
+    return total

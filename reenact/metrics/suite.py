@@ -229,7 +229,7 @@ def build_metric_suite(
     fid_feature_extractor: str | nn.Module = "inception",
     fid_weights_path: str | None = None,
 ) -> MetricSuite:
-    """A :class:`MetricSuite` from plain settings (what ``reenact/conf/evaluate.yaml``'s ``metrics`` node holds).
+    """A :class:`MetricSuite` from plain settings (what ``conf/evaluate.yaml``'s ``metrics`` node holds).
 
     Only the components of the requested ``names`` are built, so e.g. FID's extractor is never loaded
     unless "fid" is listed.

@@ -1,7 +1,8 @@
-"""``python -m reenact.prepare``."""
+"""``python -m reenact.prepare``: the command lives in :mod:`reenact.cli.prepare`."""
 
-from __future__ import annotations
+import sys
 
-from reenact.prepare.cli import main
+from reenact.cli.prepare import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    sys.exit(main())

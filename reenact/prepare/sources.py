@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reenact.data.video import VideoInfo
+from reenact.errors import ReenactError
 from reenact.face.crop import rescale_box
 from reenact.prepare.clips import ClipSpec, clip_name
 from reenact.prepare.report import PrepareUsageError
@@ -31,7 +32,7 @@ VOX_COLUMNS = ("video_id", "start", "end", "bbox", "fps", "width", "height", "pa
 _PARTITIONS = {"train": "train", "test": "test", "val": "test", "valid": "test", "validation": "test"}
 
 
-class ClipError(ValueError):
+class ClipError(ReenactError, ValueError):
     """A listed clip that does not fit its raw video (frames beyond the end, an empty box)."""
 
 

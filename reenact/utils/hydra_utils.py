@@ -14,10 +14,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-# The configs ship inside the package, so a non-editable install composes them too.
-CONFIG_MODULE = "reenact.conf"
-CONFIG_PATH = f"pkg://{CONFIG_MODULE}"  # for @hydra.main
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"  # the same files, for listing them
+# The Hydra config tree is the repository's top-level conf/, the one a user reads and edits. A wheel maps it into
+# the package as reenact/conf (setup.py), so an installed copy composes the same files.
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_CHECKOUT_CONF = _PACKAGE_DIR.parent / "conf"  # a source checkout, or an editable install of one
+CONFIG_DIR = _CHECKOUT_CONF if (_CHECKOUT_CONF / "train.yaml").is_file() else _PACKAGE_DIR / "conf"
+CONFIG_PATH = str(CONFIG_DIR)  # for @hydra.main (an absolute folder)
 VERSION_BASE = "1.3"
 
 
@@ -40,7 +42,7 @@ def cpu_computes_bf16() -> bool:
 
 
 def launch_dir() -> str:
-    """The folder the command was started in: ``${reenact.cwd:}``, the root of ``reenact/conf/paths``.
+    """The folder the command was started in: ``${reenact.cwd:}``, the root of ``conf/paths``.
 
     Hydra's own ``${hydra:runtime.cwd}`` is only readable once Hydra has set the config of a job, but every
     multirun launcher (basic, joblib, submitit) resolves ``hydra.sweep.dir`` before that, so a root taken from
@@ -98,7 +100,7 @@ if not OmegaConf.has_resolver("reenact.fresh_dir"):
 
 
 def compose_config(config_name: str, overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
-    """Compose ``reenact/conf/<config_name>.yaml`` with command-line style overrides (used by tests and small CLIs)."""
+    """Compose ``conf/<config_name>.yaml`` with command-line style overrides (used by tests and small CLIs)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=VERSION_BASE):
         return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
@@ -226,25 +228,6 @@ def remove_unused_run_dir(output_dir: str | Path, hydra_files: set[str]) -> bool
     return True
 
 
-def family_option_overrides(args: Sequence[str], config_name: str, section: str = "transfer_options") -> list[str]:
-    """Command-line overrides with every ``name=value`` whose ``name`` is not a top-level key of the config
-    ``config_name`` but is a transfer option that some registered family declares (``transfer_options``) rewritten
-    as ``+section.name=value``, so that a family's own options are given by their names alone."""
-    from reenact.families.base import registered_families
-
-    options = {name for family in registered_families().values() for name in family.transfer_options}
-    if not options:
-        return list(args)
-    keys = set(OmegaConf.load(CONFIG_DIR / f"{config_name}.yaml"))
-    rewritten = []
-    for arg in args:
-        name, equals, value = arg.partition("=")
-        if equals and name in options and name not in keys:
-            arg = f"+{section}.{name}={value}"
-        rewritten.append(arg)
-    return rewritten
-
-
 def override_syntax_error(argv: Sequence[str]) -> str | None:
     """One line for the first command-line override that Hydra's grammar cannot parse, with how to quote it.
 
@@ -279,26 +262,3 @@ def override_syntax_error(argv: Sequence[str]) -> str | None:
             return f"{what}; quote a value with spaces, non-ASCII letters or brackets: \"{key}='{value}'\""
     return None
 
-
-def check_override_syntax(argv: Sequence[str]) -> None:
-    """Stop with one ``error:`` line and exit status 2 when :func:`override_syntax_error` finds a problem."""
-    import sys
-
-    message = override_syntax_error(argv)
-    if message is not None:
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def with_override_check(hydra_main: Any) -> Any:
-    """Wrap a ``@hydra.main`` function so that an unparsable override is one line (exit 2), not Hydra's block."""
-    import functools
-    import sys
-
-    @functools.wraps(hydra_main)
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        if not args and not kwargs:  # called as a command (the console script or ``python -m``)
-            check_override_syntax(sys.argv[1:])
-        return hydra_main(*args, **kwargs)
-
-    return checked

@@ -14,11 +14,11 @@ from omegaconf import open_dict
 from torch import nn
 
 from reenact.families.base import TransferModeError
-from reenact.layers.correlation import correlation_volume, l2_normalise, search_window_loss
-from reenact.layers.correlation_refiner import CorrelationRefiner
-from reenact.layers.feature_encoder import FeatureEncoder
+from reenact.families.correlation.feature_encoder import FeatureEncoder
+from reenact.families.correlation.refiner import CorrelationRefiner
+from reenact.families.correlation.volume import correlation_volume, l2_normalise, search_window_loss
+from reenact.families.correlation.warp_network import CorrelationWarpNetwork
 from reenact.layers.geometry import make_coordinate_grid
-from reenact.layers.warp_network import CorrelationWarpNetwork
 from reenact.losses.terms import LossContext
 from reenact.utils.hydra_utils import compose_config, to_plain
 
@@ -304,7 +304,7 @@ def test_fomm_with_correlation_refinement_starts_from_its_own_flow() -> None:
 def test_warp_entry_point_writes_the_warped_image_and_the_flow(correlation_task, tmp_path: Path) -> None:
     from PIL import Image
 
-    from reenact.warp import run
+    from reenact.cli.warp import run
 
     checkpoint = {"state_dict": correlation_task.state_dict()}
     correlation_task.on_save_checkpoint(checkpoint)
@@ -322,7 +322,7 @@ def test_warp_entry_point_writes_the_warped_image_and_the_flow(correlation_task,
         assert warped.size == (80, 80) and flow.size == (80, 80)  # the content image's resolution
     assert result["flow"] == tmp_path / "out" / "warped_flow.png"
 
-    from reenact.warp import WarpInputError
+    from reenact.cli.warp import WarpInputError
 
     missing = compose_config("warp", [f"ckpt_path={path}", f"content={tmp_path / 'nope.png'}",
                                       f"geometry={geometry}", f"output={tmp_path / 'x.png'}",

@@ -220,7 +220,7 @@ def test_training_with_two_sources_validates_with_one_and_two(tmp_path) -> None:
     """data.num_sources=2 through the training entry point: batches carry two sources, validation logs both
     errors, and the checkpoint animates from two source images through the API."""
     import reenact
-    from reenact.entrypoints.train import run as train
+    from reenact.cli.train import run as train
     from tests.helpers.configs import train_config
 
     cfg = train_config(tmp_path / "run", tmp_path / "cache", [

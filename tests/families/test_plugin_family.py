@@ -92,7 +92,7 @@ def test_the_plugin_is_registered() -> None:
 
 
 def test_plugin_family_trains_validates_animates_and_evaluates(tmp_path: Path) -> None:
-    from reenact.entrypoints.train import run as train
+    from reenact.cli.train import run as train
 
     cache = tmp_path / "cache"
     metrics, _ = train(plugin_config(tmp_path / "run", cache))
@@ -126,7 +126,7 @@ def test_plugin_family_trains_validates_animates_and_evaluates(tmp_path: Path) -
     assert (tmp_path / "out" / "animated.mp4").is_file()
 
     # the evaluate entry point on the run's synthetic test split
-    from reenact.evaluate import evaluate
+    from reenact.cli.evaluate import evaluate
     from reenact.utils.hydra_utils import compose_config
     from tests.helpers.configs import TINY_DATA
 

@@ -50,7 +50,7 @@ CHEAP_RUN = [
 def train_config(
     output_dir: Path, cache_dir: Path, overrides: Sequence[str] = (), tiny_synthetic: bool = True
 ) -> DictConfig:
-    """A composed ``reenact/conf/train.yaml`` whose ${hydra:...} values resolve without @hydra.main."""
+    """A composed ``conf/train.yaml`` whose ${hydra:...} values resolve without @hydra.main."""
     data = TINY_DATA if tiny_synthetic else []
     cfg = compose_config("train", [*data, *TINY_TRAINER, *overrides], return_hydra_config=True)
     with open_dict(cfg):

@@ -1,4 +1,5 @@
-"""The correlation family: keypoint-free reenactment by learned correlation warping (../shared/seeds/004, module D).
+"""The correlation family: keypoint-free reenactment by learned correlation warping (Liu et al., "Learning to
+Warp for Style Transfer", CVPR 2021, module D).
 
 Motion is a frame's feature field: ``features`` (B, C, g, g), each position L2-normalised. Rendering compares the
 source's field with the driving frame's (the correlation volume M), lets the warp network turn M into a warp field,
@@ -16,7 +17,7 @@ from torch import nn
 from reenact.families.base import ModelOutput, Motion, ReenactmentFamily, register_family
 from reenact.families.correlation.generator import WarpingGenerator
 from reenact.families.correlation.occlusion import OcclusionHead
-from reenact.layers.correlation_refiner import CorrelationRefiner
+from reenact.families.correlation.refiner import CorrelationRefiner
 from reenact.layers.geometry import warp
 
 FEATURES = "features"  # the motion entry: a frame's L2-normalised feature field (B, C, g, g)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from reenact.layers.warp_network import standardise_columns
+from reenact.families.correlation.warp_network import standardise_columns
 
 
 class OcclusionHead(nn.Module):

@@ -4,7 +4,7 @@ Motion is FOMM's keypoints: ``value`` (B, K, 2) in normalised [-1, 1] (x, y) coo
 estimates them, ``jacobian`` (B, K, 2, 2) local affine transforms. The discriminator is not part of the network;
 the task builds it when a loss term needs one.
 
-With ``refinement`` (a :class:`reenact.layers.correlation_refiner.CorrelationRefiner`; off in every preset unless
+With ``refinement`` (a :class:`reenact.families.correlation.refiner.CorrelationRefiner`; off in every preset unless
 ``model/refinement=correlation`` is chosen) a frame's motion also holds its feature field ``features`` (B, C, g, g),
 and the dense motion's flow is only the start w_0 of K correlation refinement steps toward the driving frame's
 field. Relative motion has no feature field of its own (the driving face's geometry is what relative motion
@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from reenact.families.base import ModelOutput, Motion, ReenactmentFamily, register_family
+from reenact.families.correlation.refiner import CorrelationRefiner
 from reenact.families.fomm.generator import OcclusionAwareGenerator, Refine
 from reenact.families.fomm.keypoint_detector import KPDetector
 from reenact.families.fomm.relative_motion import normalize_kp
-from reenact.layers.correlation_refiner import CorrelationRefiner
 
 # What animation keeps of the detector's output per driving frame (the heatmaps are large and unused).
 ANIMATION_KEYS = ("value", "jacobian")

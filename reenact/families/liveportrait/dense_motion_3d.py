@@ -44,7 +44,7 @@ from reenact.layers.geometry import kp2gaussian, make_coordinate_grid, warp
 class DenseMotionParams:
     """Hyperparameters of :class:`DenseMotionNetwork3d` that the warping network passes through.
 
-    Defaults are the seed's; LivePortrait's released W uses block_expansion=32, num_blocks=5,
+    Defaults are the WarpingNetwork specification's; LivePortrait's released W uses block_expansion=32, num_blocks=5,
     max_features=1024, compress=4, reshape_depth=16. ``kp_variance`` is the Gaussian heatmap variance in
     normalised coordinates (0.01 in LivePortrait); ``mask_kernel_size`` is the (odd) cube size of the mask
     conv (7 in LivePortrait, where it is a quarter of W's compute; 3 suits shallow volumes).

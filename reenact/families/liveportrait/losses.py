@@ -1,4 +1,6 @@
-"""Loss terms of the 3D-keypoint family (face-vid2vid's L_L, L_Δ and L_H, as LivePortrait trains with them).
+"""Loss terms of the 3D-keypoint family (face-vid2vid's L_L, L_Δ and L_H, as LivePortrait trains with them), and
+those of LivePortrait's second stage (stitching and retargeting: :class:`SecondStageRegion`,
+:class:`RetargetingTarget`, :class:`SecondStageOffset`, on the outputs of :mod:`reenact.families.liveportrait.stage2`).
 
 Each reads the family's motion (``value`` (B, K, 3) transformed keypoints, ``exp`` (B, K, 3) expression deltas,
 ``yaw``/``pitch``/``roll`` (B,) degrees) of the source and the driving frame, and reports one part per side.
@@ -9,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from reenact.families.liveportrait.keypoint_transform import pose_labels_to_model_angles
+from reenact.layers.geometry import resize_to
 from reenact.losses.terms import LossContext, LossTerm
 
 SIDES = ("source", "driving")
@@ -91,3 +94,65 @@ class HeadPose(LossTerm):
             target = pose_labels_to_model_angles(label.to(predicted).reshape(-1, 3)).reshape(label.shape)
             parts[side] = head_pose_loss(predicted, target)
         return parts
+
+
+# ---------------------------------------------------------------------------------------------- second stage
+SECOND_STAGE_PARTS = ("stitching", "eye", "lip")
+
+
+def _check_part(part: str) -> str:
+    if part not in SECOND_STAGE_PARTS:
+        raise ValueError(f"part must be one of {', '.join(SECOND_STAGE_PARTS)}, got {part!r}")
+    return part
+
+
+def region_l1(render: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Mean |render - target| over the pixels of ``region`` (B, 1, H, W) in [0, 1]; render, target (B, 3, H, W)."""
+    return ((render - target).abs() * region).sum() / (region.sum() * render.shape[1]).clamp_min(1.0)
+
+
+class SecondStageRegion(LossTerm):
+    """The second stage's render keeps the source image where it must not change: for ``part="stitching"`` the band
+    along the crop border away from the face (the render driven by another identity, stitched); for ``"eye"`` /
+    ``"lip"`` everything but the eyes / the mouth (the source re-rendered with the retargeting offset). L1 over the
+    region (:mod:`reenact.families.liveportrait.stage2`)."""
+
+    def __init__(self, weight: float = 1.0, part: str = "stitching") -> None:
+        super().__init__(weight)
+        self.part = _check_part(part)
+        self.reads = (f"{part}_render", f"{part}_region")
+
+    def compute(self, context: LossContext) -> torch.Tensor:
+        render = context.output[f"{self.part}_render"]
+        source = context.shared("source_at_prediction_size",
+                                lambda: resize_to(context.batch["source"], tuple(render.shape[-2:])))
+        return region_l1(render, source, context.output[f"{self.part}_region"])
+
+
+class RetargetingTarget(LossTerm):
+    """The eye (``part="eye"``) or lip retargeting offset reaches the requested ratio, measured by the keypoints:
+    L1 between the offset (B, K, 3) and the driving frame's expression change near the region (``<part>_target``,
+    zero on keypoints away from it, so those stay where they are)."""
+
+    def __init__(self, weight: float = 1.0, part: str = "eye") -> None:
+        super().__init__(weight)
+        self.part = _check_part(part)
+        if part == "stitching":
+            raise ValueError("RetargetingTarget: part must be 'eye' or 'lip' (stitching has no keypoint target)")
+        self.reads = (f"{part}_offset", f"{part}_target")
+
+    def compute(self, context: LossContext) -> torch.Tensor:
+        return (context.output[f"{self.part}_offset"] - context.output[f"{self.part}_target"]).abs().mean()
+
+
+class SecondStageOffset(LossTerm):
+    """The regulariser of a second-stage network: the mean |offset| it adds to the keypoints (for stitching, the
+    offset and the (x, y) shift together), so that it changes no more than its other terms ask for."""
+
+    def __init__(self, weight: float = 1.0, part: str = "stitching") -> None:
+        super().__init__(weight)
+        self.part = _check_part(part)
+        self.reads = (f"{part}_offset",)
+
+    def compute(self, context: LossContext) -> torch.Tensor:
+        return context.output[f"{self.part}_offset"].abs().mean()

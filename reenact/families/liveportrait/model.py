@@ -13,6 +13,17 @@ connections: F's 2D encoder features at every level finer than the volume are wa
 (through a 1x1 projection where the widths differ; none at the small preset's sizes). Without them every detail of the
 output passes the coarse volume, and even static background the source already shows comes out blurred
 (experiments/2026-11-22_liveportrait_small.md).
+
+The second stage (optional networks, all three zero-initialised so that they start as the identity): the stitching
+network S corrects the driving keypoints so that a crop pasted back into the full image has no seam, and the eye and
+lip retargeting networks R_eyes, R_lip offset the source keypoints to a requested eye or mouth openness. Animation asks
+for them through entries of the transferred motion (``stitching`` (B, 1) weight; ``eye_condition`` (B, 3) with
+``eye_weight`` (B, 1); ``lip_condition`` (B, 2) with ``lip_weight`` (B, 1)), which rendering applies before W:
+
+    x_d' = x_d + w_eye * R_eyes(x_s, c_eye) + w_lip * R_lip(x_s, c_lip);   x_d'' = x_d' + w_st * S(x_s, x_d')
+
+so the networks run inside the renderer (and its ONNX graph). ``training_stage=2`` trains them with F, M, W and G
+frozen (see :mod:`reenact.families.liveportrait.stage2`).
 """
 
 from __future__ import annotations
@@ -21,16 +32,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from reenact.errors import ReenactError
 from reenact.families.base import ModelOutput, Motion, ReenactmentFamily, register_family
+from reenact.families.liveportrait import ratios as measure
 from reenact.families.liveportrait.appearance_feature_extractor import AppearanceFeatureExtractor
+from reenact.families.liveportrait.eye_retargeting_network import EyeRetargetingNetwork
 from reenact.families.liveportrait.keypoint_transform import motion_to_keypoints, transform_keypoints
+from reenact.families.liveportrait.lip_retargeting_network import LipRetargetingNetwork
 from reenact.families.liveportrait.motion_extractor import MotionExtractor
 from reenact.families.liveportrait.spade_decoder import SPADEDecoder
+from reenact.families.liveportrait.stitching_network import StitchingNetwork
 from reenact.families.liveportrait.warping_network import WarpingNetwork
 from reenact.layers.geometry import warp, warp_and_mask
 
 # What animation keeps of M's output per driving frame (the angle-bin logits are dropped).
 ANIMATION_KEYS = ("kp_canonical", "pitch", "yaw", "roll", "exp", "t", "scale", "rotation", "value")
+SECOND_STAGE = ("stitching_network", "eye_retargeting_network", "lip_retargeting_network")
+RETARGETING_GROUP = "retargeting"
 
 
 @register_family
@@ -52,6 +70,11 @@ class LivePortraitModel(ReenactmentFamily):
 
     family = "liveportrait"
     transfer_modes = ("relative", "absolute")
+    # the second stage at animation time (see second_stage_controls); paste_back is filled in by animation
+    transfer_options = {"stitching": None, "eye_ratio": None, "lip_ratio": None, "lip_normalize": False,
+                        "paste_back": False}
+    # the second-stage networks get no gradient in the first stage, nor F, M, W, G in the second
+    may_skip_parameters = True
     converter = "reenact.families.liveportrait.convert:convert_liveportrait"
     converter_preset = "liveportrait"
 
@@ -63,6 +86,10 @@ class LivePortraitModel(ReenactmentFamily):
         spade_decoder: SPADEDecoder,
         driving_uses_source_canonical: bool = True,
         warped_skips: bool = False,
+        stitching_network: StitchingNetwork | None = None,
+        eye_retargeting_network: EyeRetargetingNetwork | None = None,
+        lip_retargeting_network: LipRetargetingNetwork | None = None,
+        training_stage: int = 1,
     ) -> None:
         super().__init__()
         f, m, w, g = appearance_feature_extractor, motion_extractor, warping_network, spade_decoder
@@ -82,6 +109,20 @@ class LivePortraitModel(ReenactmentFamily):
         self.warping_network = w
         self.spade_decoder = g
         self.driving_uses_source_canonical = driving_uses_source_canonical
+        for name, network in zip(SECOND_STAGE, (stitching_network, eye_retargeting_network, lip_retargeting_network),
+                                 strict=True):
+            if network is not None and network.num_kp != m.num_kp:
+                raise ValueError(f"LivePortraitModel: {name} is built for {network.num_kp} keypoints but M predicts "
+                                 f"{m.num_kp}")
+        self.stitching_network = stitching_network
+        self.eye_retargeting_network = eye_retargeting_network
+        self.lip_retargeting_network = lip_retargeting_network
+        if training_stage not in (1, 2):
+            raise ValueError(f"LivePortraitModel: training_stage must be 1 or 2, got {training_stage!r}")
+        if training_stage == 2 and not self.second_stage_networks():
+            raise ValueError("LivePortraitModel: training_stage=2 trains the stitching and retargeting networks, "
+                             "and none is configured")
+        self.training_stage = training_stage
         self.warped_skips = warped_skips
         self.skip_projections = nn.ModuleList()
         if warped_skips:
@@ -142,8 +183,10 @@ class LivePortraitModel(ReenactmentFamily):
         source: torch.Tensor | None = None,
     ) -> tuple[dict, torch.Tensor]:
         """W's output and G's prediction (B, 3, H', W') for F's volume and 2D levels (and the source image, which
-        a decoder that blends in the warped source needs)."""
-        warped = self.warping_network(feature_3d, _kp_value(kp_driving), _kp_value(kp_source))
+        a decoder that blends in the warped source needs). The driving keypoints are those the second stage's
+        control entries ask for (:meth:`retargeted_keypoints`)."""
+        driving_value = self.retargeted_keypoints(kp_source, kp_driving)
+        warped = self.warping_network(feature_3d, driving_value, _kp_value(kp_source))
         skips = None
         if self.warped_skips:
             flow = self.flow_2d(warped["deformation"])  # resized to each level inside warp
@@ -159,6 +202,36 @@ class LivePortraitModel(ReenactmentFamily):
         if self.spade_decoder.blend is not None and source is not None:
             warped_source = self.deformed_image(source, warped["deformation"])  # (B, 3, H, W)
         return warped, self.spade_decoder(warped["out"], skips, warped_source)  # prediction (B, 3, H', W')
+
+    def second_stage_networks(self) -> dict[str, nn.Module]:
+        """The stitching and retargeting networks this model has, by attribute name."""
+        return {name: getattr(self, name) for name in SECOND_STAGE if getattr(self, name) is not None}
+
+    def retargeted_keypoints(self, kp_source: Motion | torch.Tensor, kp_driving: Motion | torch.Tensor
+                             ) -> torch.Tensor:
+        """The driving keypoints (B, K, 3) W warps to: ``kp_driving["value"]`` with the eye and lip offsets and the
+        stitching correction its control entries ask for (none: the value as it is)."""
+        value = _kp_value(kp_driving)
+        if isinstance(kp_driving, torch.Tensor):
+            return value
+        x_s = _kp_value(kp_source)
+        eye, lip, stitching = self.eye_retargeting_network, self.lip_retargeting_network, self.stitching_network
+        if eye is not None and "eye_condition" in kp_driving:
+            value = value + kp_driving["eye_weight"][:, :, None] * eye.delta(x_s, kp_driving["eye_condition"])
+        if lip is not None and "lip_condition" in kp_driving:
+            value = value + kp_driving["lip_weight"][:, :, None] * lip.delta(x_s, kp_driving["lip_condition"])
+        if stitching is not None and "stitching" in kp_driving:
+            value = stitching.stitch(x_s, value, kp_driving["stitching"])
+        return value
+
+    def training_forward(self, batch: dict) -> ModelOutput:
+        """Stage 1: the reconstruction of ``driving`` from ``source``; stage 2: the stitching and retargeting
+        renders (:func:`reenact.families.liveportrait.stage2.second_stage_forward`)."""
+        if self.training_stage == 1:
+            return super().training_forward(batch)
+        from reenact.families.liveportrait.stage2 import second_stage_forward
+
+        return second_stage_forward(self, batch)
 
     def forward(self, source: torch.Tensor, driving: torch.Tensor) -> ModelOutput:
         if source.shape == driving.shape:
@@ -193,7 +266,11 @@ class LivePortraitModel(ReenactmentFamily):
             *self.spade_decoder.parameters(),
             *self.skip_projections.parameters(),
         ]
-        return {"motion_extractor": list(self.motion_extractor.parameters()), "generator": generator}
+        groups = {"motion_extractor": list(self.motion_extractor.parameters()), "generator": generator}
+        second = [p for network in self.second_stage_networks().values() for p in network.parameters()]
+        if second:
+            groups[RETARGETING_GROUP] = second
+        return groups
 
     def compact_motion(self, motion: Motion) -> Motion:
         return {k: motion[k].detach().float() for k in ANIMATION_KEYS if k in motion}
@@ -204,8 +281,16 @@ class LivePortraitModel(ReenactmentFamily):
         driving_motion: Motion,
         reference_motion: Motion,
         mode: str = "relative",
+        stitching: bool | None = None,
+        eye_ratio: float | str | None = None,
+        lip_ratio: float | str | None = None,
+        lip_normalize: bool = False,
+        paste_back: bool = False,
     ) -> Motion:
-        """Keypoints (B, K, 3) for W; source and reference batch 1, driving batch B.
+        """Keypoints (B, K, 3) for W; source and reference batch 1, driving batch B. With second-stage networks,
+        also the control entries that apply them in the renderer (:meth:`second_stage_controls`: stitching when pasted
+        back unless ``stitching`` says otherwise; ``eye_ratio`` / ``lip_ratio`` a number or ``"driving"``;
+        ``lip_normalize``).
 
         relative, as LivePortrait's inference does, with R the *transposed* rotation matrices the model uses
         (row-vector keypoints multiplied on the right):
@@ -227,7 +312,103 @@ class LivePortraitModel(ReenactmentFamily):
             rotation, exp, scale, t = d["rotation"], d["exp"], d["scale"], d["t"]
         canonical = s["kp_canonical"].expand(batch, -1, -1)
         value = transform_keypoints(canonical, rotation, exp, scale, t)
-        return {"value": value, "rotation": rotation, "exp": exp, "scale": scale, "t": t}
+        moved = {"value": value, "rotation": rotation, "exp": exp, "scale": scale, "t": t}
+        if self.second_stage_networks():
+            moved.update(self.second_stage_controls(s, d, batch, stitching, eye_ratio, lip_ratio, lip_normalize,
+                                                    paste_back))
+        return moved
+
+    def transfer_needs_landmarks(self, options: dict) -> bool:
+        """Eye and lip retargeting read the source's and the driving frames' landmarks."""
+        return options.get("eye_ratio") is not None or options.get("lip_ratio") is not None or bool(
+            options.get("lip_normalize"))
+
+    def train(self, mode: bool = True) -> LivePortraitModel:
+        """In the second stage F, M, W and G stay in eval mode (their BatchNorm statistics do not move), whatever
+        the mode asked for."""
+        super().train(mode)
+        if self.training_stage == 2:
+            self.first_stage_to_eval()
+        return self
+
+    def first_stage_to_eval(self) -> None:
+        """F, M, W, G (and the skip projections) in eval mode. The second stage's forward calls it too: Lightning
+        restores every submodule's mode flag after validation without calling :meth:`train`."""
+        for network in (self.appearance_feature_extractor, self.motion_extractor, self.warping_network,
+                        self.spade_decoder, self.skip_projections):
+            network.eval()
+
+    def second_stage_controls(self, source_motion: Motion, driving_motion: Motion, batch: int,
+                              stitching: bool | None = None, eye_ratio: float | str | None = None,
+                              lip_ratio: float | str | None = None, lip_normalize: bool = False,
+                              paste_back: bool = False) -> Motion:
+        """The control entries (batch B) that :meth:`retargeted_keypoints` applies when rendering, one set per
+        second-stage network the model has (weights 0 where an option is off), so that the renderer's inputs are the
+        same whatever is asked. ``stitching`` None: on when the output is pasted back. ``eye_ratio`` /
+        ``lip_ratio``: a number (the openness to reach on every frame) or ``"driving"`` (each driving frame's own);
+        ``lip_normalize``: close the source's lips first (the lip network with a requested ratio of 0). Ratios come
+        from the ``landmarks`` entries (B, 68, 2) of the source's and the driving frames' motion
+        (:mod:`reenact.families.liveportrait.ratios`); a driving frame without landmarks (NaN) is not retargeted."""
+        networks = self.second_stage_networks()
+        reference = source_motion["value"]
+        ones = reference.new_ones(batch, 1)
+        controls: Motion = {}
+        asked = {"stitching": "stitching_network" if stitching else None,
+                 "eye_ratio": "eye_retargeting_network" if eye_ratio is not None else None,
+                 "lip_ratio": "lip_retargeting_network" if lip_ratio is not None else None,
+                 "lip_normalize": "lip_retargeting_network" if lip_normalize else None}
+        for option, name in asked.items():
+            if name is not None and name not in networks:
+                raise SecondStageError(f"{option} needs the LivePortrait {name.replace('_', ' ')}, which this "
+                                       f"checkpoint does not have (convert with retargeting_models/ beside the base "
+                                       f"models, or train it: experiment=liveportrait_stage2)")
+        if lip_ratio is not None and lip_normalize:
+            raise SecondStageError("lip_normalize closes the lips before driving; lip_ratio sets their openness: "
+                                   "give one of them")
+        if "stitching_network" in networks:
+            on = paste_back if stitching is None else bool(stitching)
+            controls["stitching"] = ones * float(on)
+
+        def ratios(motion: Motion, part: str, who: str) -> torch.Tensor:
+            if "landmarks" not in motion:
+                raise SecondStageError(f"{part}_ratio / lip_normalize need the {who}'s facial landmarks, which the "
+                                       f"animation did not provide")
+            points = motion["landmarks"].to(reference)
+            return measure.eye_ratios(points) if part == "eye" else measure.lip_ratio(points)
+
+        def requested(value: float | str, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+            """(B, 1) requested ratios and (B, 1) weights."""
+            if isinstance(value, str):
+                if value != "driving":
+                    raise SecondStageError(f"{part}_ratio={value!r}; give a number or 'driving'")
+                measured = ratios(driving_motion, part, "driving video")  # (B, 2) eyes or (B, 1) lip
+                target = measured.mean(-1, keepdim=True)
+                found = torch.isfinite(target)
+                return torch.nan_to_num(target), found.to(target)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value:
+                raise SecondStageError(f"{part}_ratio={value!r}; give a non-negative number or 'driving'")
+            return ones * float(value), ones
+
+        if "eye_retargeting_network" in networks:
+            condition, weight = reference.new_zeros(batch, 3), ones * 0.0
+            if eye_ratio is not None:
+                source_eyes = ratios(source_motion, "eye", "source")[:1].expand(batch, -1)  # (B, 2)
+                if not torch.isfinite(source_eyes).all():
+                    raise SecondStageError("eye_ratio: no facial landmarks were found in the source image")
+                target, weight = requested(eye_ratio, "eye")
+                condition = torch.cat([source_eyes, target], dim=1)
+            controls["eye_condition"], controls["eye_weight"] = condition, weight
+        if "lip_retargeting_network" in networks:
+            condition, weight = reference.new_zeros(batch, 2), ones * 0.0
+            if lip_ratio is not None or lip_normalize:
+                source_lip = ratios(source_motion, "lip", "source")[:1].expand(batch, -1)  # (B, 1)
+                if not torch.isfinite(source_lip).all():
+                    raise SecondStageError("lip_ratio / lip_normalize: no facial landmarks were found in the source "
+                                           "image")
+                target, weight = requested(0.0 if lip_normalize else lip_ratio, "lip")  # type: ignore[arg-type]
+                condition = torch.cat([source_lip, target], dim=1)
+            controls["lip_condition"], controls["lip_weight"] = condition, weight
+        return controls
 
     def motion_smoothing(self, motion: Motion) -> dict[str, str]:
         """Head angles (degrees) on the circle, the rotation matrices as rotations; expression, scale, translation
@@ -252,11 +433,16 @@ class LivePortraitModel(ReenactmentFamily):
         rows.append(("spade_decoder", self.spade_decoder))
         if any(True for _ in self.skip_projections.parameters()):
             rows.append(("skip_projections", self.skip_projections))
+        rows += list(self.second_stage_networks().items())
         return rows
 
     def keypoints_2d(self, motion: Motion | None) -> torch.Tensor | None:
         """(x, y) of the transformed keypoints, (B, K, 2) in normalised [-1, 1] coordinates."""
         return None if motion is None else motion["value"][..., :2]
+
+
+class SecondStageError(ReenactError, ValueError):
+    """A stitching or retargeting option this model or its inputs cannot serve."""
 
 
 def head_angles(motion: Motion) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""W — the warping network of a LivePortrait-style model (the seed ``000``'s WarpingNetwork).
+"""W — the warping network of a LivePortrait-style model (LivePortrait's WarpingNetwork, module W).
 
 Deforms the source appearance volume f_s (B, C, D, H, W) from F into the driving pose given 3D keypoints
 of source and driving: a 3D dense motion network predicts a backward deformation (B, D, H, W, 3) and an
@@ -37,18 +37,18 @@ class WarpingNetwork(nn.Module):
     "deformation": (B, D, H, W, 3)}, with C = reshape_channel, D = dense_motion_params.reshape_depth and
     C_out = min(max_features, block_expansion * 2**num_down_blocks) (256 at the defaults).
 
-    Resolving the seed's channel mismatch: the seed gives ``max_features=256`` as a default yet feeds the
+    Resolving a channel mismatch of the specified defaults: ``max_features=256`` as a default yet feeding the
     collapsed volume, C * D = 32 * 16 = 512 channels, into a ``third`` block whose input width is
     ``max_features`` (LivePortrait sets 512 there). Here ``third`` takes its input width from the volume
     itself (``reshape_channel * reshape_depth``) and ``max_features`` caps the 2D feature width, as
-    "maximum feature channels" does in the other networks. The seed's defaults therefore build a network
+    "maximum feature channels" does in the other networks. The specified defaults therefore build a network
     that runs, and LivePortrait's max_features=512 builds the same network with the same parameter count.
 
     ``dense_motion_params`` is a :class:`DenseMotionParams` or a mapping (Hydra passes a DictConfig) with
     keys block_expansion, num_blocks, max_features, compress, reshape_depth, kp_variance, mask_kernel_size,
     align_corners (the grid_sample convention of both warps; it lives here, not in W's signature, which
-    mirrors the seed's);
-    unknown keys raise, missing keys take the seed's defaults. ``estimate_occlusion_map=False`` gives
+    mirrors the specification's);
+    unknown keys raise, missing keys take the specified defaults. ``estimate_occlusion_map=False`` gives
     ``occlusion_map=None`` and no masking; ``flag_use_occlusion_map=False`` keeps the map in the output but
     does not multiply ``out`` by it. ``upscale`` > 1 bilinearly enlarges ``out`` and the occlusion map by
     that integer factor (1, LivePortrait's setting, leaves them at the volume resolution).
