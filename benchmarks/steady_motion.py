@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     from reenact.api import load_pretrained
     from reenact.data.video import iter_frames, probe_video
     from reenact.face import build_landmark_detector
-    from reenact.families.base import select_motion
+    from reenact.families.motion import select_motion
     from reenact.utils.visualize import to_uint8
 
     detector = build_landmark_detector("dlib")

@@ -18,8 +18,8 @@ from reenact.animation.smoothing import (
     smoothing_strength,
 )
 from reenact.api import PretrainedModel
-from reenact.families.base import concat_motion, select_motion
 from reenact.families.liveportrait.keypoint_transform import rotation_matrix
+from reenact.families.motion import concat_motion, select_motion
 from tests.test_animate import fomm, liveportrait
 
 

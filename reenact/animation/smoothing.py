@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from reenact.animation.errors import AnimationInputError
-from reenact.families.base import Motion, motion_length
+from reenact.families.base import Motion
+from reenact.families.motion import motion_length
 
 SMOOTHING_KINDS = ("linear", "rotation", "angle", "none")
 DEFAULT_STRENGTH = 1.0
