@@ -13,8 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from reenact.animate import options_from_config
 from reenact.app import animate_config, list_checkpoints
+from reenact.cli.animate import options_from_config
 from reenact.data.video import probe_video
 from reenact.utils.hydra_utils import compose_config
 from tests.test_animate import fomm_ckpt  # noqa: F401  (the session's tiny trained FOMM checkpoint)
@@ -80,7 +80,7 @@ def test_page_values_become_the_command_lines_settings(tmp_path: Path) -> None:
                                      f"output={tmp_path / 'out.mp4'}", "transfer=absolute", "crop.source=false",
                                      "crop.driving=false", "paste_back=true", "smooth=2.5", "reference_frame=7",
                                      "max_frames=12", "start=1.5", "side_by_side=true"])
-    from reenact.animate import resolve_speed
+    from reenact.cli.animate import resolve_speed
 
     assert options_from_config(resolve_speed(cfg)) == options_from_config(resolve_speed(cli))
     options = options_from_config(resolve_speed(cfg))
