@@ -13,8 +13,8 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from reenact.app import animate_config, list_checkpoints
 from reenact.cli.animate import options_from_config
+from reenact.cli.app import animate_config, list_checkpoints
 from reenact.data.video import probe_video
 from reenact.utils.hydra_utils import compose_config
 from tests.test_animate import fomm_ckpt  # noqa: F401  (the session's tiny trained FOMM checkpoint)
@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app(fomm_ckpt: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
-    from reenact.app import launch
+    from reenact.cli.app import launch
 
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     cfg = OmegaConf.create({"ckpt_path": str(fomm_ckpt.parents[1]), "server_port": _free_port(), "device": "cpu",

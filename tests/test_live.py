@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from reenact.animation.errors import AnimationInputError
+from reenact.cli.live import FrameReader, run
 from reenact.data.video import probe_video
-from reenact.live import FrameReader, run
 from reenact.utils.hydra_utils import compose_config
 from tests.test_animate import fomm_ckpt  # noqa: F401  (the session's tiny trained FOMM checkpoint)
 
