@@ -299,7 +299,9 @@ def test_nnpack_animation_writes_the_same_video(faces_dir: Path, fomm_ckpt: Path
     # the tiny 64x64 checkpoint has no layer at the default thresholds: lower them so that the switch routes some
     routed, calls = [], []
     route, convolution = nnpack.use_nnpack, torch._nnpack_spatial_convolution
-    monkeypatch.setattr(nnpack, "use_nnpack", lambda m: routed.append(route(m, min_channels=8, min_pixels=256)))
+    from reenact.utils import performance  # where animation's switches call it
+
+    monkeypatch.setattr(performance, "use_nnpack", lambda m: routed.append(route(m, min_channels=8, min_pixels=256)))
     monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: calls.append(1) or convolution(*a))
     driving = faces_dir / "d12.mp4"
     plain = animate(fomm_ckpt, faces_dir / "s0.jpg", driving, tmp_path / "plain.mp4", "max_frames=6")

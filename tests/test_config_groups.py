@@ -41,7 +41,10 @@ def test_option_composes_and_builds(group: str, option: str, tmp_path: Path, mon
     monkeypatch.setenv("WANDB_MODE", "disabled")
     override = f"hydra/launcher={option}" if group == "hydra/launcher" else f"{group}={option}"
     # real-data options need the folder a user passes (data.root=...), as the README's commands do
-    needs_root = (group == "data" and option != "synthetic") or group == "experiment"
+    needs_root = group == "data" and option != "synthetic"
+    if group == "experiment":  # a recipe for real clips, unless it trains on the built-in synthetic faces
+        probe = compose_config("train", [override, f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"])
+        needs_root = probe.data.get("synthetic") is None
     extra = [f"data.root={tmp_path / 'data'}"] if needs_root else []
     cfg = compose_config("train", [override, *extra, f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"],
                          return_hydra_config=group == "hydra/launcher")

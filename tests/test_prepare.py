@@ -343,7 +343,7 @@ def test_cropped_mode_resizes_every_frame_without_detection(tmp_path: Path, monk
     assert probe_video(first).width == 32 and probe_video(first).fps == 25.0
     assert _mean_error(first, crop_and_resize(video[0], (16, 0, 112, 96), 32)) < 4  # the centre square
     (short,) = report.no_clips
-    assert "10 frames < min_frames 12 (--min-frames 10 keeps it)" in short.reason
+    assert "10 frame(s) < min_frames 12 (--min-frames 10 keeps it)" in short.reason
 
 
 def test_folder_mode_keeps_a_real_cropped_clip(faces_dir: Path, tmp_path: Path) -> None:

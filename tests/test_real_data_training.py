@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from reenact.cli.prepare import run as prepare
 from reenact.cli.train import run
 from reenact.data.video import probe_video
-from reenact.prepare import run as prepare
 from tests.helpers.configs import train_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -172,7 +172,8 @@ def test_liveportrait_small_trains_with_pose_supervision(tmp_path: Path, cache_d
         "train/equivariance_value_step",
     } <= logged
     assert torch.isfinite(torch.tensor(metrics["val/l1"]))
-    assert objects["task"].optimizer_names == ["motion_extractor", "generator"]
+    # the second-stage networks form a frozen group in the first stage
+    assert objects["task"].optimizer_names == ["motion_extractor", "generator", "retargeting"]
 
 
 def test_gan_stage_trains_discriminator_with_bf16(tmp_path: Path, cache_dir: Path) -> None:
