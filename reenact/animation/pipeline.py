@@ -35,6 +35,7 @@ from reenact.animation.smoothing import DEFAULT_FPS, smooth_motion
 from reenact.families.base import Motion, ReenactmentFamily
 from reenact.families.motion import concat_motion, expand_motion, motion_length, move_motion, select_motion
 from reenact.layers.geometry import resize_to
+from reenact.utils.heap import HeapTrimmer
 
 __all__ = ["PRECISIONS", "REFERENCE_CHOICES", "Animator", "animate_frames", "choose_reference", "encode_driving"]
 
@@ -94,13 +95,16 @@ def encode_driving(
     ``total`` (the number of frames, when known): the motion is written into tensors allocated once. Keeping one
     small tensor per batch alive between the networks' large temporary buffers fragments the C heap, so that freed
     memory never returns: a 10-minute video grew the process by 450 MB that way
-    (experiments/2026-12-06_animation.md)."""
+    (experiments/2026-12-06_animation.md). The freed heap is handed back every few hundred frames
+    (:class:`~reenact.utils.heap.HeapTrimmer`)."""
+    trimmer = HeapTrimmer()
     if total is None:
         parts = []
         for batch in batches:
             parts.append(move_motion(encode_frames(network, batch, precision), "cpu"))
             if progress is not None:
                 progress.update(batch.shape[0])
+            trimmer.advance(batch.shape[0])
         return concat_motion(parts)
     motion: Motion | None = None
     filled = 0
@@ -116,6 +120,7 @@ def encode_driving(
         filled += count
         if progress is not None:
             progress.update(count)
+        trimmer.advance(count)
     if motion is None:
         raise ValueError("no motion to concatenate (empty driving video?)")
     return {key: value[:filled] for key, value in motion.items()}
@@ -194,17 +199,20 @@ class Animator:
                        transfer: str | None = None, transfer_options: dict[str, Any] | None = None,
                        progress: Any = None) -> Iterator[dict[str, Any]]:
         """:meth:`render` over all frames in batches; yields each batch's output as soon as it is ready. The mode
-        and the options are checked once, before the first batch."""
+        and the options are checked once, before the first batch. The C heap's freed memory is handed back every few
+        hundred frames (:class:`~reenact.utils.heap.HeapTrimmer`), so a long video does not grow the process."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         transfer, transfer_options = self.network.check_transfer(transfer, transfer_options)
         reference_motion = select_motion(motion_all, reference_index)
         num_frames = motion_length(motion_all)
+        trimmer = HeapTrimmer()
         for start in range(0, num_frames, batch_size):
             batch = select_motion(motion_all, slice(start, start + batch_size))
             out = self.render(batch, reference_motion, transfer, transfer_options)
             if progress is not None:
                 progress.update(motion_length(batch))
+            trimmer.advance(motion_length(batch))
             yield out
 
 
