@@ -262,6 +262,30 @@ def test_tps_radial_basis_uses_l1_distance() -> None:
     assert torch.allclose(transform.warp_coordinates(point), point + shift, atol=1e-6)
 
 
+def test_tps_radial_basis_can_be_tpsmms_squared_euclidean_one() -> None:
+    # the same point under TPSMM's kernel: T(z) = z + 2·s·log(s + 1e-9) with s = x² + y² = 0.25
+    transform = RandomTPSTransform(1, sigma_affine=0.0, sigma_tps=1.0, points_tps=1, tps_kernel="squared_euclidean")
+    transform.control_params = torch.tensor([[2.0]])
+    point = torch.tensor([[[0.3, -0.4]]])
+    shift = 2.0 * 0.25 * math.log(0.25 + 1e-9)
+    assert torch.allclose(transform.warp_coordinates(point), point + shift, atol=1e-6)
+    with pytest.raises(ValueError, match="tps_kernel must be one of"):
+        RandomTPSTransform(1, 0.0, 1.0, 1, tps_kernel="euclidean")
+
+
+def test_the_tpsmm_presets_train_with_the_squared_euclidean_kernel() -> None:
+    from hydra.utils import instantiate
+
+    from reenact.losses.equivariance import TPS_KERNELS
+    from reenact.utils.hydra_utils import compose_config
+
+    for preset, kernel in (("tpsmm", "squared_euclidean"), ("tpsmm_small", "squared_euclidean"), ("fomm", "l1")):
+        cfg = compose_config("train", [f"model={preset}", "paths.root_dir=/tmp", "paths.output_dir=/tmp/kernel"])
+        term = instantiate(cfg.model.objective.terms.equivariance_value)
+        assert term.loss.tps_kernel == kernel, preset
+        assert term.loss.sample_transform(1, torch.device("cpu"), torch.float32).kernel is TPS_KERNELS[kernel]
+
+
 def test_transform_frame_agrees_with_warp_coordinates() -> None:
     # warping an image of its own coordinates must give T(z) wherever T(z) stays inside the frame
     transform = RandomTPSTransform(2, 0.05, 0.005, 5, generator=torch.Generator().manual_seed(0))

@@ -6,10 +6,11 @@ mapped back through T, must land on the driving keypoints:
     value loss    = mean |kp_d − T(kp_t)|
     Jacobian loss = mean |I − J_d⁻¹ · (∇T(kp_t) · J_t)|
 
-T(z) = A·z + b + Σ_c w_c · φ(‖z − c‖₁) · (1, 1)ᵀ with φ(r) = r²·log(r + 1e-6), control points c on a P×P grid,
-[A | b] = [I | 0] + N(0, σ_affine²) and w_c ~ N(0, σ_tps²). Two FOMM quirks are kept on purpose so that
-hyperparameters transfer: the radial distance is L1 (|dx| + |dy|), and the single TPS scalar per point is
-added to both x and y. ``transform_frame`` samples the frame at T(grid), so a point z of the warped frame
+T(z) = A·z + b + Σ_c w_c · φ(z − c) · (1, 1)ᵀ with control points c on a P×P grid, [A | b] = [I | 0] +
+N(0, σ_affine²) and w_c ~ N(0, σ_tps²). The radial function is chosen by ``tps_kernel``, as each original trains:
+``"l1"`` (FOMM, face-vid2vid): φ = d²·log(d + 1e-6) with d = |dx| + |dy|; ``"squared_euclidean"`` (TPSMM):
+φ = s·log(s + 1e-9) with s = dx² + dy². Both originals add the single TPS scalar per point to x and y alike, and so
+does this. ``transform_frame`` samples the frame at T(grid) with reflection padding, so a point z of the warped frame
 shows what the original shows at T(z): the transform maps warped-frame coordinates back to the original.
 
 3D keypoints (B, K, 3) (face-vid2vid / LivePortrait family) are compared on their x, y components only, and
@@ -29,15 +30,34 @@ from reenact.losses.terms import LossContext, LossTerm, ObjectiveError
 # the keypoint dict this loss compares (built from a family's ``equivariance_keypoints``, or by a test's detector)
 KEYPOINTS_KEY = "value"  # (B, K, 2) or (B, K, 3)
 JACOBIAN_KEY = "jacobian"  # (B, K, 2, 2) or (B, K, 3, 3), optional
-_TPS_LOG_EPS = 1e-6
+
+
+def l1_kernel(delta: torch.Tensor) -> torch.Tensor:
+    """FOMM's radial function of offsets (..., 2): d²·log(d + 1e-6) with d the L1 distance."""
+    distance = delta.abs().sum(-1)
+    return distance**2 * torch.log(distance + 1e-6)
+
+
+def squared_euclidean_kernel(delta: torch.Tensor) -> torch.Tensor:
+    """TPSMM's radial function of offsets (..., 2): s·log(s + 1e-9) with s the squared Euclidean distance."""
+    squared = (delta**2).sum(-1)
+    return squared * torch.log(squared + 1e-9)
+
+
+# the random TPS's radial functions by name: (B|1, N, P², 2) offsets from the control points -> (B|1, N, P²)
+TPS_KERNELS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "l1": l1_kernel,
+    "squared_euclidean": squared_euclidean_kernel,
+}
 
 
 class RandomTPSTransform:
     """One random affine + TPS transform per batch element (not an nn.Module: it is drawn afresh per step).
 
     ``theta`` (B, 2, 3) holds [A | b]; ``control_points`` (P², 2) the TPS grid; ``control_params`` (B, P²)
-    the TPS weights. ``points_tps=0`` or ``sigma_tps=0`` gives a purely affine transform. Random numbers come
-    from ``generator`` (on its own device) when given, else from the global RNG of ``device``.
+    the TPS weights. ``points_tps=0`` or ``sigma_tps=0`` gives a purely affine transform. ``tps_kernel`` names
+    the radial function (:data:`TPS_KERNELS`). Random numbers come from ``generator`` (on its own device) when given,
+    else from the global RNG of ``device``.
     """
 
     def __init__(
@@ -49,7 +69,11 @@ class RandomTPSTransform:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         generator: torch.Generator | None = None,
+        tps_kernel: str = "l1",
     ) -> None:
+        if tps_kernel not in TPS_KERNELS:
+            raise ValueError(f"tps_kernel must be one of {sorted(TPS_KERNELS)}, got {tps_kernel!r}")
+        self.kernel = TPS_KERNELS[tps_kernel]
         if batch_size < 1:
             raise ValueError(f"RandomTPSTransform batch_size must be >= 1, got {batch_size}")
         if sigma_affine < 0 or sigma_tps < 0:
@@ -96,8 +120,7 @@ class RandomTPSTransform:
         if self.use_tps:
             control_points = self.control_points.to(coordinates.dtype)
             delta = coordinates.unsqueeze(2) - control_points.view(1, 1, -1, 2)  # (B|1, N, P², 2)
-            distances = delta.abs().sum(-1)  # (B|1, N, P²), L1 as in FOMM
-            basis = distances**2 * torch.log(distances + _TPS_LOG_EPS)
+            basis = self.kernel(delta)  # (B|1, N, P²)
             params = self.control_params.to(coordinates.dtype).unsqueeze(-1)  # (B, P², 1)
             # a matmul rather than a broadcast product: no (B, N, P²) temporary for a shared frame grid
             displacement = basis @ params  # (B, N, 1), added to x and y alike
@@ -163,14 +186,19 @@ class EquivarianceLoss(nn.Module):
         "transformed_frame": (B, C, H, W) detached, for visualisation,
         "transformed_keypoints": (B, K, 2|3) detached, keypoints detected on the transformed frame}.
     ``detect`` maps a frame batch to a keypoint dict with "value" and optionally "jacobian". Pass
-    ``transform`` to use a given transform instead of a freshly drawn one.
+    ``transform`` to use a given transform instead of a freshly drawn one. ``tps_kernel``: the random TPS's radial
+    function (:data:`TPS_KERNELS`).
     """
 
-    def __init__(self, sigma_affine: float = 0.05, sigma_tps: float = 0.005, points_tps: int = 5) -> None:
+    def __init__(self, sigma_affine: float = 0.05, sigma_tps: float = 0.005, points_tps: int = 5,
+                 tps_kernel: str = "l1") -> None:
         super().__init__()
+        if tps_kernel not in TPS_KERNELS:
+            raise ValueError(f"tps_kernel must be one of {sorted(TPS_KERNELS)}, got {tps_kernel!r}")
         self.sigma_affine = sigma_affine
         self.sigma_tps = sigma_tps
         self.points_tps = points_tps
+        self.tps_kernel = tps_kernel
 
     def sample_transform(
         self,
@@ -187,6 +215,7 @@ class EquivarianceLoss(nn.Module):
             device=device,
             dtype=dtype,
             generator=generator,
+            tps_kernel=self.tps_kernel,
         )
 
     def forward(
@@ -265,10 +294,12 @@ class KeypointEquivariance(LossTerm):
     reads = ("motion_driving",)
 
     def __init__(
-        self, weight: float = 10.0, sigma_affine: float = 0.05, sigma_tps: float = 0.005, points_tps: int = 5
+        self, weight: float = 10.0, sigma_affine: float = 0.05, sigma_tps: float = 0.005, points_tps: int = 5,
+        tps_kernel: str = "l1",
     ) -> None:
         super().__init__(weight)
-        self.loss = EquivarianceLoss(sigma_affine=sigma_affine, sigma_tps=sigma_tps, points_tps=points_tps)
+        self.loss = EquivarianceLoss(sigma_affine=sigma_affine, sigma_tps=sigma_tps, points_tps=points_tps,
+                                     tps_kernel=tps_kernel)
 
     def compute(self, context: LossContext) -> torch.Tensor:
         return shared_equivariance(context, self.loss)["equivariance_value"]
