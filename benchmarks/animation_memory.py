@@ -66,6 +66,10 @@ def child(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.no_trim:  # the passes as they were before reenact.utils.heap: freed heap memory stays with the process
+        from reenact.utils import heap
+
+        heap._malloc_trim = lambda: None
     model = load_pretrained(args.ckpt, device="cpu")
     loaded = peak_mb()
     start = time.perf_counter()
@@ -90,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--detect-every", type=int, default=50, help="driving face detection on every N-th frame")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 on a busy machine: idle threads spin and slow it down)")
+    parser.add_argument("--no-trim", action="store_true",
+                        help="without handing freed heap memory back during the passes (the comparison row)")
     parser.add_argument("--driving", help=argparse.SUPPRESS)  # child process only
     parser.add_argument("--output", help=argparse.SUPPRESS)
     return parser
@@ -104,17 +110,19 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"checkpoint {args.ckpt}, source {Path(args.source).name}, driving {args.size}x{args.size} at {FPS:g} fps, "
           f"side-by-side {'on' if args.side_by_side else 'off'}, smoothing {args.smooth or 'off'}, "
-          f"face detection on every {args.detect_every}th driving frame")
+          f"face detection on every {args.detect_every}th driving frame, freed heap memory "
+          f"{'kept (--no-trim)' if args.no_trim else 'handed back every 256 frames'}")
     print("| driving | frames | animation s | peak after loading MB | peak MB | peak - loaded MB |")
     print("|---|---|---|---|---|---|")
     for seconds in args.seconds:
         driving = driving_video(work, seconds, args.size, Path(args.faces))
         command = [sys.executable, __file__, "--ckpt", args.ckpt, "--source", args.source, "--driving", str(driving),
-                   "--output", str(work / f"out_{seconds:g}s.mp4"), "--smooth", str(args.smooth),
+                   "--output", str(work / f"out_{seconds:g}s{'_no_trim' if args.no_trim else ''}.mp4"),
+                   "--smooth", str(args.smooth),
                    "--batch-size", str(args.batch_size),
                    "--detect-every", str(args.detect_every)]
         command += (["--threads", str(args.threads)] if args.threads else []) + (
-            ["--side-by-side"] if args.side_by_side else [])
+            ["--side-by-side"] if args.side_by_side else []) + (["--no-trim"] if args.no_trim else [])
         env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's reenact
         out = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO, env=env).stdout
         row = json.loads(out.strip().splitlines()[-1])

@@ -97,3 +97,19 @@ def usage_notes(out: Path, train_overrides: Sequence[str]) -> list[str]:
         f"evaluate:  python -m reenact.evaluate ckpt_path={out} data=voxceleb data.root=DATA",
         f"python:    reenact.api.load_pretrained('{out}')",
     ]
+
+
+def write_converted(
+    state_dict: dict[str, torch.Tensor],
+    family: str,
+    model_cfg: DictConfig,
+    frame_size: int,
+    report: ConversionReport,
+    out: Path,
+    train_overrides: Sequence[str],
+) -> ConversionReport:
+    """Save a converted state as a reenact checkpoint at ``out`` (atomically) and add to ``report`` how to use it;
+    ``train_overrides``: what ``python train.py`` needs to rebuild the converted model (``model=PRESET ...``)."""
+    save_checkpoint(lightning_checkpoint(state_dict, family, model_cfg, frame_size, report), out)
+    report.notes.extend(usage_notes(out, train_overrides))
+    return report

@@ -30,9 +30,7 @@ from reenact.convert.checkpoint import (
     NETWORK,
     build_targets,
     compose_model_config,
-    lightning_checkpoint,
-    save_checkpoint,
-    usage_notes,
+    write_converted,
 )
 from reenact.convert.keymap import SPECTRAL_NORM_RENAMES, ConversionError, ConversionReport, Rename, convert_state
 from reenact.convert.sources import as_state_dict, load_torch_file
@@ -123,6 +121,5 @@ def convert_fomm(
     """Convert the original checkpoint file ``source`` into the reenact checkpoint ``out``."""
     source, out = Path(source), Path(out)
     state, model_cfg, report = convert_fomm_object(load_torch_file(source), str(source), preset, overrides)
-    save_checkpoint(lightning_checkpoint(state, "fomm", model_cfg, frame_size, report), out)
-    report.notes.extend(usage_notes(out, [f"model={preset}", *RELEASED_CONVENTION, *overrides]))
-    return report
+    return write_converted(state, "fomm", model_cfg, frame_size, report, out,
+                           [f"model={preset}", *RELEASED_CONVENTION, *overrides])

@@ -29,9 +29,7 @@ from reenact.convert.checkpoint import (
     NETWORK,
     build_targets,
     compose_model_config,
-    lightning_checkpoint,
-    save_checkpoint,
-    usage_notes,
+    write_converted,
 )
 from reenact.convert.keymap import SPECTRAL_NORM_RENAMES, ConversionError, ConversionReport, Rename, convert_state
 from reenact.convert.sources import as_state_dict, load_state_file, load_torch_file
@@ -184,7 +182,6 @@ def convert_liveportrait(
     retargeting_path = find_retargeting_file(base_models)
     retargeting = read_retargeting_file(retargeting_path) if retargeting_path is not None else None
     state, model_cfg, report = convert_liveportrait_states(states, str(base_models), preset, overrides, retargeting)
-    save_checkpoint(lightning_checkpoint(state, "liveportrait", model_cfg, frame_size, report), out)
     second_stage = WITHOUT_SECOND_STAGE if retargeting is None else ()
-    report.notes.extend(usage_notes(out, [f"model={preset}", *RELEASED_CONVENTION, *second_stage, *overrides]))
-    return report
+    return write_converted(state, "liveportrait", model_cfg, frame_size, report, out,
+                           [f"model={preset}", *RELEASED_CONVENTION, *second_stage, *overrides])

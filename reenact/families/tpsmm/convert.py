@@ -23,9 +23,7 @@ from reenact.convert.checkpoint import (
     NETWORK,
     build_targets,
     compose_model_config,
-    lightning_checkpoint,
-    save_checkpoint,
-    usage_notes,
+    write_converted,
 )
 from reenact.convert.keymap import ConversionError, ConversionReport, Rename, convert_state
 from reenact.convert.sources import as_state_dict, load_torch_file
@@ -105,6 +103,4 @@ def convert_tpsmm(
     """Convert the release file ``source`` into the reenact checkpoint ``out``."""
     source, out = Path(source), Path(out)
     state, model_cfg, report = convert_tpsmm_object(load_torch_file(source), str(source), preset, overrides)
-    save_checkpoint(lightning_checkpoint(state, FAMILY, model_cfg, frame_size, report), out)
-    report.notes.extend(usage_notes(out, [f"model={preset}", *overrides]))
-    return report
+    return write_converted(state, FAMILY, model_cfg, frame_size, report, out, [f"model={preset}", *overrides])
