@@ -180,3 +180,18 @@ def test_set_progress_sees_the_step_and_epoch_also_after_a_resume(
     seen.clear()
     run(train_config(tmp_path / "resumed", cache_dir, [*common, "trainer.max_epochs=3", f"ckpt_path={first}"]))
     assert seen == [(4, 2), (5, 2)]
+
+
+def test_a_waiting_groups_schedule_follows_the_epochs_without_pytorchs_order_warning() -> None:
+    import warnings
+
+    from reenact.tasks.optimisation import step_schedules
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([parameter], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)  # its group has not started
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        step_schedules([scheduler], epoch=0)
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    assert optimizer.param_groups[0]["lr"] == 0.5  # the schedule moved on all the same

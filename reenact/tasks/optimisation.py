@@ -20,6 +20,7 @@ so a resumed run follows the uninterrupted run's curve.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -170,10 +171,16 @@ def apply_epoch_schedules(schedulers: list[Any], epoch: int) -> None:
 
 
 def step_schedules(schedulers: list[Any], epoch: int) -> bool:
-    """At an epoch end, step every scheduler; True when a schedule with ``stop_at_end`` ends with this epoch."""
+    """At an epoch end, step every scheduler; True when a schedule with ``stop_at_end`` ends with this epoch.
+
+    Every schedule follows the epochs, also that of a group which starts later (``start_epoch``) and whose optimiser
+    has not stepped yet, so that it starts at its schedule's rate for that epoch; PyTorch's warning about a scheduler
+    stepped before its optimiser is therefore silenced here."""
     ends = any(isinstance(s, EpochSchedule) and s.ends_training(epoch) for s in schedulers)
     for scheduler in schedulers:
-        scheduler.step()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            scheduler.step()
     return ends
 
 
