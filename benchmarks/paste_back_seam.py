@@ -61,7 +61,7 @@ def crop_box(portrait: Path) -> tuple[int, int, int, int]:
     return tuple(int(v) for v in box)
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--pairs", nargs="+", default=["s0:d11", "s3:d12", "s4:d0", "s11:d10"],
@@ -70,7 +70,11 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--band", type=float, default=0.1)
     parser.add_argument("--work", type=Path, default=None, help="where the videos go (default: a temporary folder)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     from reenact.animation.cropping import CropSettings, read_image
 
     work = args.work or Path(tempfile.mkdtemp(prefix="reenact_seam_"))
