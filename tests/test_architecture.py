@@ -11,6 +11,7 @@ A module may import from its own layer and from any layer below it; every import
 from __future__ import annotations
 
 import ast
+import gc
 import json
 import subprocess
 import sys
@@ -70,10 +71,25 @@ def layer_of(module: str) -> int:
     return LAYERS[max(matches, key=len)]
 
 
+def parse(path: Path) -> ast.Module:
+    """``ast.parse`` with the garbage collector paused. CPython 3.11 keeps the AST constructor's recursion depth per
+    interpreter, not per thread: when a collection in the middle of building the tree runs finalisers and another
+    thread (one left by an earlier test in the same pytest worker) parses meanwhile, the depth no longer matches and
+    the parse fails with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905; seen once
+    here). Without collections no Python code runs inside the constructor, so it cannot hand over to another thread."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(path.read_text(), str(path))
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def imported_modules(path: Path) -> list[tuple[int, str]]:
     """(line, module) of every reenact import in a file, top-level or inside a function."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parse(path)):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
