@@ -25,11 +25,10 @@ def second_stage_controls(networks: dict[str, nn.Module], source_motion: Motion,
                           paste_back: bool = False) -> Motion:
     """The control entries (batch B) that ``LivePortraitModel.retargeted_keypoints`` applies when rendering, one set
     per second-stage network in ``networks`` (by attribute name: ``stitching_network``, ...; weights 0 where an option
-    is off), so that the renderer's inputs are the
-    same whatever is asked. ``stitching`` None: on when the output is pasted back. ``eye_ratio`` /
-    ``lip_ratio``: a number (the openness to reach on every frame) or ``"driving"`` (each driving frame's own);
-    ``lip_normalize``: close the source's lips first (the lip network with a requested ratio of 0). Ratios come
-    from the ``landmarks`` entries (B, 68, 2) of the source's and the driving frames' motion
+    is off), so that the renderer's inputs are the same whatever is asked. ``stitching`` None: on when the output is
+    pasted back. ``eye_ratio`` / ``lip_ratio``: a number (the openness to reach on every frame) or ``"driving"`` (each
+    driving frame's own); ``lip_normalize``: close the source's lips first (the lip network with a requested ratio of
+    0). Ratios come from the ``landmarks`` entries (B, 68, 2) of the source's and the driving frames' motion
     (:mod:`reenact.families.liveportrait.ratios`); a driving frame without landmarks (NaN) is not retargeted."""
     reference = source_motion["value"]
     ones = reference.new_ones(batch, 1)
